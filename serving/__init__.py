@@ -1,0 +1,1 @@
+"""The prediction service: production and canary models, prediction log, health."""

@@ -1,0 +1,1 @@
+"""Pipeline steps of churnops: plain Python, no Airflow."""
