@@ -16,7 +16,7 @@ POINTS_NONE = 0.0
 VALID_POINTS = (POINTS_NONE, POINTS_MANUAL, POINTS_AUTOMATED)
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     PASS = "pass"
     FAIL = "fail"
     WARN = "warn"

@@ -51,6 +51,7 @@ runs = sa.Table(
     sa.UniqueConstraint("dag_id", "run_id", name="uq_churnops_runs_dag_run"),
 )
 
+
 def _result_columns(*, with_recorded_by: bool) -> list[sa.Column[Any]]:
     columns: list[sa.Column[Any]] = [
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -248,14 +249,19 @@ class ScoreStore:
                 )
 
     def _ensure_run(self, conn: Connection, dag_id: str, run_id: str) -> int:
-        query = sa.select(runs.c.id).where(runs.c.dag_id == dag_id, runs.c.run_id == run_id)
+        query = sa.select(runs.c.id).where(
+            runs.c.dag_id == dag_id, runs.c.run_id == run_id
+        )
         found = conn.execute(query).scalar()
         if found is not None:
             return int(found)
         inserted = conn.execute(
             runs.insert().values(dag_id=dag_id, run_id=run_id, started_at=_now())
         )
-        return int(inserted.inserted_primary_key[0])
+        key = inserted.inserted_primary_key
+        if key is None:
+            raise ScoreStoreError(f"the database returned no id for run {run_id!r}")
+        return int(key[0])
 
     def runs(self) -> list[RunRecord]:
         with self.engine.connect() as conn:

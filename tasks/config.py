@@ -348,11 +348,14 @@ def load_settings(
 ) -> Settings:
     """Read ``config/churnops.yaml``; ``CHURNOPS_*`` environment variables win."""
     env = os.environ if environ is None else environ
-    settings_path = resolve_path(path or env.get("CHURNOPS_SETTINGS", DEFAULT_SETTINGS_FILE))
+    settings_path = resolve_path(
+        path or env.get("CHURNOPS_SETTINGS") or DEFAULT_SETTINGS_FILE
+    )
     data = _read_yaml(settings_path)
     return Settings(
         storage_root=_storage_uri(
-            env.get("CHURNOPS_STORAGE_ROOT") or data.get("storage_root", "var/artifacts")
+            env.get("CHURNOPS_STORAGE_ROOT")
+            or data.get("storage_root", "var/artifacts")
         ),
         score_store_url=_db_url(
             env.get("CHURNOPS_SCORE_DB_URL")
