@@ -100,9 +100,12 @@ def _yes_no(flags: np.ndarray) -> np.ndarray:
 
 
 def _block(
-    block: int, rows: int, seed: int, drift: bool, start: dt.date, span_days: int
+    block: int, wanted: int, seed: int, drift: bool, start: dt.date, span_days: int
 ) -> pd.DataFrame:
+    # A block is always drawn whole and then cut, so the first rows of a seed never
+    # depend on how many rows were asked for.
     rng = np.random.default_rng([seed, block])
+    rows = BLOCK_ROWS
     first = block * BLOCK_ROWS
 
     day = rng.integers(0, span_days, rows)
@@ -153,7 +156,8 @@ def _block(
         - 1.0 * two_year
         - 0.9 * np.log1p(tenure) / math.log(73) * 3
         + 2.2 * (mtm & (tenure > 40))
-        + 1.9 * (fiber & (monthly > 85)) - 0.6 * fiber
+        + 1.9 * (fiber & (monthly > 85))
+        - 0.6 * fiber
         + 0.7 * (fiber & unprotected)
         + 2.0 * (senior & (payment == 0))
         + 1.6 * (has_internet & streams_one)
@@ -188,6 +192,7 @@ def _block(
             "event_date": event.astype("datetime64[ns]"),
         }
     )
+    frame = frame.iloc[:wanted].copy()
     for name in COLUMNS:
         if frame[name].dtype == object:
             frame[name] = frame[name].astype("string")
@@ -260,7 +265,9 @@ def write_customers_parquet(
                 writer = pq.ParquetWriter(partial, table.schema)
             writer.write_table(table)
             if done % 20 == 0:
-                log.info("Synthetic customers: %d of %d blocks written", done, len(blocks))
+                log.info(
+                    "Synthetic customers: %d of %d blocks written", done, len(blocks)
+                )
     finally:
         if writer is not None:
             writer.close()

@@ -19,7 +19,9 @@ def scored_db(sqlite_url: str) -> str:
     store.start_run("churn_training", "r1", model_version="v1")
     for test in RUBRIC:
         if test.section != "monitoring":
-            store.record("churn_training", "r1", GateResult(test.id, Verdict.PASS, "ok"))
+            store.record(
+                "churn_training", "r1", GateResult(test.id, Verdict.PASS, "ok")
+            )
     return sqlite_url
 
 

@@ -119,7 +119,11 @@ def test_store_notifications_and_deployments_are_kept_in_order(sqlite_url: str) 
     """Deployment history and notifications read back oldest first."""
     store = ScoreStore.open(sqlite_url)
     store.record_deployment(
-        alias="production", model_version="v1", action="promote", reason="r", actor="dag"
+        alias="production",
+        model_version="v1",
+        action="promote",
+        reason="r",
+        actor="dag",
     )
     store.record_deployment(
         alias="production",
