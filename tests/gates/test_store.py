@@ -142,7 +142,7 @@ def test_store_notifications_and_deployments_are_kept_in_order(sqlite_url: str) 
 
 
 def test_latest_per_test_not_run_never_hides_a_real_result(sqlite_url: str) -> None:
-    """A later "not run" leaves an earlier real result standing; a later real one wins."""
+    """A later "not run" leaves an earlier real result; a later real one wins."""
     store = ScoreStore.open(sqlite_url)
     store.start_run("d", "r1", model_version="v1")
     store.start_run("d", "r2", model_version="v1")

@@ -58,7 +58,7 @@ def test_load_dataset_slice_on_undeclared_column_is_refused(tmp_path: Path) -> N
 
 def test_load_dataset_missing_file_names_the_path(tmp_path: Path) -> None:
     """A missing config file is reported with its path."""
-    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+    with pytest.raises(ConfigError, match=r"config file not found: .*nope\.yaml"):
         load_dataset(tmp_path / "nope.yaml")
 
 
