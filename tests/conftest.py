@@ -15,8 +15,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Airflow reads its home when first imported: keep tests out of ~/airflow.
+os.environ.setdefault("AIRFLOW_HOME", str(PROJECT_ROOT / "var" / "airflow-test"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
+
 TELCO_CSV = PROJECT_ROOT.parent / "shared" / "data" / "telco_customer_churn.csv"
 POSTGRES_HOST, POSTGRES_PORT = "127.0.0.1", 5432
+
+pytest_plugins = ["tests.gcs_emulator"]
 
 
 def _reachable(host: str, port: int) -> bool:
