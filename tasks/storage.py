@@ -81,8 +81,10 @@ class ArtifactStore(ABC):
         """Copy a local file (or every file under a folder) to ``key``."""
         if local_path.is_dir():
             for path in sorted(p for p in local_path.rglob("*") if p.is_file()):
-                self.write_bytes(f"{key}/{path.relative_to(local_path).as_posix()}",
-                                 path.read_bytes())
+                self.write_bytes(
+                    f"{key}/{path.relative_to(local_path).as_posix()}",
+                    path.read_bytes(),
+                )
             return self.uri(key)
         return self.write_bytes(key, local_path.read_bytes())
 
