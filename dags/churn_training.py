@@ -25,10 +25,17 @@ DEFAULT_ARGS = {
 }
 
 
-def step(task_id: str, target: str, doc: str, **inputs: Any) -> Any:
+def step(
+    task_id: str,
+    target: str,
+    doc: str,
+    *,
+    trigger_rule: str = "all_success",
+    **inputs: Any,
+) -> Any:
     """A task that runs the churnops step ``target`` on its upstream results."""
 
-    @task(task_id=task_id, doc_md=doc)
+    @task(task_id=task_id, doc_md=doc, trigger_rule=trigger_rule)
     def run(inputs: dict[str, Any]) -> Any:
         from _support import run_target
 
@@ -221,31 +228,56 @@ def churn_training() -> None:
             trained=trained,
         )
         gates >> registered
-
-        deployed = step(
-            "promote",
-            "tasks.run_steps:promote_model_step",
-            "I6, I7 and D6: release the version and record what deployment checked.",
+        staged = step(
+            "stage",
+            "tasks.deploy:stage_model_step",
+            "I6: load the version in the serving code; known answers over HTTP.",
             registered=registered,
-            features=features,
+        )
+        canaried = step(
+            "canary",
+            "tasks.deploy:canary_model_step",
+            "I6: a slice of live traffic; errors, latency and predictions compared.",
+            registered=registered,
+            staged=staged,
+        )
+        promoted = step(
+            "promote",
+            "tasks.deploy:promote_model_step",
+            "Move the production alias to the candidate; record the deployment.",
+            registered=registered,
+            canaried=canaried,
+        )
+        drilled = step(
+            "rollback_drill",
+            "tasks.deploy:rollback_drill_step",
+            "I7: a timed rollback to the previous version and forward again.",
+            promoted=promoted,
         )
 
     with data:
+        lead_time = step(
+            "check_feature_lead_time",
+            "tasks.run_steps:check_feature_lead_time_step",
+            "D6: days from a feature's declaration to a production model using it.",
+            features=features,
+        )
+        registered >> lead_time >> promoted
         privacy = step(
             "scan_privacy",
             "tasks.data_steps:scan_privacy_step",
             "D5: every artifact this run wrote, scanned for raw customer ids.",
+            trigger_rule="all_done",
         )
-    [deployed, *gates] >> privacy
+        [drilled, lead_time, *gates] >> privacy
 
-    @task(task_id="report", trigger_rule="all_done")
-    def report() -> dict[str, Any]:
-        """Log the run's ML Test Score, whatever happened upstream."""
-        from _support import run_target
-
-        return run_target("tasks.run_steps:report_run_step", {})
-
-    privacy >> report()
+    reported = step(
+        "report",
+        "tasks.run_steps:report_run_step",
+        "Log the run's ML Test Score, whatever happened upstream.",
+        trigger_rule="all_done",
+    )
+    privacy >> reported
 
 
 churn_training_dag = churn_training()
