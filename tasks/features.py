@@ -160,3 +160,127 @@ def encode_label(frame: pd.DataFrame, label: LabelSpec) -> np.ndarray:
         raise FeatureError(f"rows lack the label column {label.column!r}")
     values = frame[label.column].astype("string")
     return (values == label.positive).to_numpy(dtype=np.float32)
+
+
+# Known-answer checks -------------------------------------------------------------
+#
+# One per transform kind: a tiny training column, rows to transform, and the output
+# worked out by hand. The pipeline runs them (gate D7) before it trusts the module,
+# so a declared kind without a check, or a transform that drifts from its arithmetic,
+# stops the run.
+
+
+@dataclass(frozen=True)
+class KnownAnswer:
+    """A hand-computed transform of a few values, for one feature kind."""
+
+    kind: str
+    training: list[Any]
+    rows: list[Any]
+    expected: list[list[float]]
+    working: str
+
+
+KNOWN_ANSWERS: dict[str, KnownAnswer] = {
+    "numeric": KnownAnswer(
+        kind="numeric",
+        training=[1.0, 2.0, 3.0, None],
+        rows=[3.0, None, 0.0],
+        # mean 2, population std sqrt(2/3) = 0.8164966, median fill 2.
+        expected=[[1.2247449], [0.0], [-2.4494897]],
+        working="(x - 2) / 0.8164966; a missing value takes the median 2",
+    ),
+    "categorical": KnownAnswer(
+        kind="categorical",
+        training=["b", "a", "b", None],
+        rows=["a", "b", "c", None],
+        # vocabulary [a, b] + one bucket for anything else, missing included.
+        expected=[[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0, 1]],
+        working="one-hot over the sorted training values [a, b], then 'other'",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class KnownAnswerOutcome:
+    """Whether one kind's transform reproduced its hand-computed answer."""
+
+    kind: str
+    passed: bool
+    message: str
+
+
+def _kind_registry(kind: str) -> DatasetConfig:
+    from tasks.config import parse_dataset
+
+    return parse_dataset(
+        {
+            "name": f"known_answer_{kind}",
+            "source": "synthetic://1?seed=0",
+            "contract": {
+                "id_column": "id",
+                "label": {"column": "y", "positive": "1", "classes": ["1", "0"]},
+                "columns": {
+                    "id": {"type": "string"},
+                    "y": {"type": "category"},
+                    "x": {"type": "float"},
+                },
+            },
+            "features": {
+                "x": {"kind": kind, "owner": "churnops", "source": "known answers"}
+            },
+            "model_inputs": ["x"],
+        },
+        where=f"known answer for {kind}",
+    )
+
+
+def check_known_answer(
+    answer: KnownAnswer, tolerance: float = 1e-5
+) -> KnownAnswerOutcome:
+    """Fit the kind's transform on the tiny column and compare with the answer."""
+    try:
+        dataset = _kind_registry(answer.kind)
+        training = pd.DataFrame({"x": pd.Series(answer.training, dtype="object")})
+        rows = pd.DataFrame({"x": pd.Series(answer.rows, dtype="object")})
+        if answer.kind == "numeric":
+            training["x"] = pd.to_numeric(training["x"])
+            rows["x"] = pd.to_numeric(rows["x"])
+        got = fit_features(training, dataset).transform(rows)
+    except (FeatureError, ValueError) as exc:
+        return KnownAnswerOutcome(answer.kind, False, f"raised {exc}")
+    expected = np.asarray(answer.expected, dtype=np.float64)
+    if got.shape != expected.shape:
+        return KnownAnswerOutcome(
+            answer.kind,
+            False,
+            f"shape {got.shape}, expected {expected.shape} ({answer.working})",
+        )
+    if not np.allclose(got, expected, atol=tolerance):
+        return KnownAnswerOutcome(
+            answer.kind,
+            False,
+            f"got {got.tolist()}, expected {expected.tolist()} ({answer.working})",
+        )
+    return KnownAnswerOutcome(answer.kind, True, f"matches: {answer.working}")
+
+
+def check_known_answers(
+    kinds: list[str], answers: dict[str, KnownAnswer] | None = None
+) -> list[KnownAnswerOutcome]:
+    """One outcome per declared kind; a kind without a known answer fails."""
+    table = KNOWN_ANSWERS if answers is None else answers
+    outcomes = []
+    for kind in sorted(set(kinds)):
+        if kind not in table:
+            outcomes.append(
+                KnownAnswerOutcome(
+                    kind,
+                    False,
+                    f"no known-answer check for feature kind {kind!r}; add one to "
+                    "tasks.features.KNOWN_ANSWERS",
+                )
+            )
+            continue
+        outcomes.append(check_known_answer(table[kind]))
+    return outcomes
