@@ -87,6 +87,12 @@ def _store(url: str | None) -> ScoreStore:
 
 def _report(args: argparse.Namespace) -> int:
     store = _store(args.db)
+    if args.last_run:
+        matching = [run for run in store.runs() if run.dag_id == args.last_run]
+        if not matching:
+            print(f"churnops: no runs of {args.last_run!r} recorded", file=sys.stderr)
+            return 2
+        args.run = matching[-1].run_id
     if args.run:
         report = report_for_run(store, args.run)
         if all(test.run_id is None for test in report.tests):
@@ -142,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     scope = report.add_mutually_exclusive_group()
     scope.add_argument("--run", help="one DAG run id")
     scope.add_argument("--model", help="a model version (default: the latest)")
+    scope.add_argument(
+        "--last-run",
+        nargs="?",
+        const="churn_training",
+        metavar="DAG",
+        help="the most recent run of DAG (default churn_training)",
+    )
     report.add_argument("--format", choices=FORMATS, default="table")
     report.add_argument(
         "--fail-under",

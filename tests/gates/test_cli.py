@@ -116,3 +116,16 @@ def test_cli_record_manual_then_report_shows_half_point(
     mo4 = next(t for t in report["tests"] if t["id"] == "Mo4")
     assert (mo4["points"], mo4["recorded_by"]) == (0.5, "alice")
     assert report["sections"]["monitoring"] == 0.5
+
+
+def test_cli_report_last_run_picks_the_newest_run(
+    scored_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--last-run reports the newest run of the DAG, even one with no model version."""
+    store = ScoreStore.open(scored_db)
+    store.record("churn_training", "r2", GateResult("D1", Verdict.FAIL, "bad batch"))
+    assert main(["--db", scored_db, "report", "--last-run", "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["scope"] == "run r2"
+    assert report["final_score"] == 0
+    assert main(["--db", scored_db, "report", "--last-run", "nope"]) == 2
