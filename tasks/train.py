@@ -11,17 +11,20 @@ determinism on, the two end with bitwise-identical weights on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from gates.infrastructure import SpecCheck
 from tasks.model_spec import build_churn_model, prepare_keras, seed_everything
 from tasks.storage import ArtifactStore
 
@@ -311,3 +314,146 @@ def train_churn_model(
         f", resumed after epoch {resumed_from}" if resumed_from else "",
     )
     return outcome
+
+
+def _layer_kernels(model: Any) -> dict[str, np.ndarray]:
+    """Every weight of every layer (trainable or frozen), by layer and index."""
+    return {
+        f"{layer.name}[{i}]": np.array(weight)
+        for layer in model.layers
+        for i, weight in enumerate(layer.get_weights())
+    }
+
+
+def rehearse_model_spec(
+    x: np.ndarray,
+    y: np.ndarray,
+    hyperparameters: dict[str, Any],
+    *,
+    seed: int,
+    settings: dict[str, Any],
+    checkpoints: CheckpointPlace,
+    build_model: Callable[[int, dict[str, Any], int], Any] = build_churn_model,
+) -> list[SpecCheck]:
+    """The model spec's unit tests (I2), on a few rows before the full training.
+
+    One optimizer step must move every weight of every layer; the loss on a batch
+    must fall over a few steps; a tiny set (without dropout or L2) must be learnt
+    by heart; a checkpoint must reload to identical predictions; and a training
+    interrupted after its first epoch must resume to the same weights as one that
+    ran through. ``build_model`` is the spec under test.
+    """
+    prepare_keras()
+    rows = min(len(x), int(settings["spec_test_rows"]))
+    x, y = x[:rows], y[:rows]
+    batch = min(rows, int(hyperparameters["batch_size"]))
+    checks: list[SpecCheck] = []
+
+    seed_everything(seed)
+    model = build_model(x.shape[1], hyperparameters, seed)
+    before = _layer_kernels(model)
+    model.train_on_batch(x[:batch], y[:batch])
+    after = _layer_kernels(model)
+    frozen = [name for name in before if np.array_equal(before[name], after[name])]
+    checks.append(
+        SpecCheck(
+            "one step changes every weight",
+            not frozen,
+            float(len(frozen)),
+            f"unchanged after one step: {frozen}"
+            if frozen
+            else f"all {len(before)} weight tensors moved",
+        )
+    )
+
+    steps = int(settings["spec_test_steps"])
+    first = float(model.evaluate(x[:batch], y[:batch], verbose=0))
+    for _ in range(steps):
+        model.train_on_batch(x[:batch], y[:batch])
+    last = float(model.evaluate(x[:batch], y[:batch], verbose=0))
+    checks.append(
+        SpecCheck(
+            "loss falls",
+            last < first,
+            last - first,
+            f"batch loss {first:.4f} -> {last:.4f} over {steps} steps",
+        )
+    )
+
+    # Capacity and gradient flow, not the step size: the first two checks already
+    # hold the spec's own learning rate to account.
+    tiny = min(rows, int(settings["overfit_rows"]))
+    rate = max(
+        float(hyperparameters["learning_rate"]),
+        float(settings["overfit_min_learning_rate"]),
+    )
+    bare = {**hyperparameters, "dropout": 0.0, "l2": 0.0, "learning_rate": rate}
+    seed_everything(seed)
+    tiny_model = build_model(x.shape[1], bare, seed)
+    for _ in range(int(settings["overfit_steps"])):
+        tiny_model.train_on_batch(x[:tiny], y[:tiny])
+    predicted = predict_probabilities(tiny_model, x[:tiny]) >= 0.5
+    accuracy = float(np.mean(predicted == (y[:tiny] == 1)))
+    wanted = float(settings["overfit_min_accuracy"])
+    checks.append(
+        SpecCheck(
+            "a tiny set is overfit",
+            accuracy >= wanted,
+            accuracy,
+            f"training accuracy {accuracy:.3f} on {tiny} rows after "
+            f"{settings['overfit_steps']} steps at learning rate {rate:g} "
+            f"(needs {wanted})",
+        )
+    )
+
+    with tempfile.TemporaryDirectory(prefix="churnops-spec-") as tmp:
+        path = Path(tmp) / "model.keras"
+        model.save(path)
+        checkpoints.store.upload(checkpoints.key("restore/model.keras"), path)
+        keras = prepare_keras()
+        with checkpoints.store.local_copy(checkpoints.key("restore/model.keras")) as p:
+            restored = keras.models.load_model(p)
+    diff = float(
+        np.max(
+            np.abs(predict_probabilities(model, x) - predict_probabilities(restored, x))
+        )
+    )
+    checks.append(
+        SpecCheck(
+            "a checkpoint restores identical predictions",
+            diff == 0.0,
+            diff,
+            f"largest prediction difference after reloading: {diff:.3g}",
+        )
+    )
+
+    half = rows // 2
+    args = (x[:half], y[:half], x[half:], y[half:], hyperparameters)
+    options: dict[str, Any] = {"seed": seed, "max_epochs": 2, "patience": 2}
+    through = train_churn_model(*args, **options)
+    place = CheckpointPlace(checkpoints.store, checkpoints.key("resume"))
+    with contextlib.suppress(TrainingInterrupted):
+        train_churn_model(*args, **options, checkpoints=place, stop_after_epoch=1)
+    resumed = train_churn_model(*args, **options, checkpoints=place)
+    gap = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(
+            through.model.get_weights(), resumed.model.get_weights(), strict=True
+        )
+    )
+    resumed_ok = resumed.resumed_from_epoch == 1 and gap == 0.0
+    checks.append(
+        SpecCheck(
+            "an interrupted training resumes",
+            resumed_ok,
+            gap,
+            f"resumed after epoch {resumed.resumed_from_epoch}; largest weight "
+            f"difference from an uninterrupted run: {gap:.3g}",
+        )
+    )
+    log.info(
+        "Model spec unit tests: %d of %d passed",
+        sum(c.passed for c in checks),
+        len(checks),
+    )
+    return checks
