@@ -320,7 +320,8 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: now
 .v-pass { color: var(--pass); } .v-fail { color: var(--fail); }
 .v-warn { color: var(--warn); } .v-insufficient { color: var(--insufficient); }
 .v-notrun { color: var(--notrun); }
-tr.section-start td { border-top: 2px solid var(--line); }
+tr.section-head th { background: none; padding-top: 14px; font-size: 13px;
+  color: var(--muted); border-bottom: 2px solid var(--line); }
 code { font-size: 12px; word-break: break-all; }
 """
 
@@ -342,7 +343,11 @@ def _evidence_cell(uri: str | None) -> str:
     if uri.startswith("gs://"):
         bucket_and_key = uri.removeprefix("gs://")
         console = f"https://storage.cloud.google.com/{bucket_and_key}"
-        return f'<a href="{_e(console)}" target="_blank" rel="noopener">{_e(uri)}</a>'
+        name = bucket_and_key.rsplit("/", 1)[-1]
+        return (
+            f'<a href="{_e(console)}" title="{_e(uri)}" target="_blank" '
+            f'rel="noopener">{_e(name)}</a>'
+        )
     return f"<code>{_e(uri)}</code>"
 
 
@@ -396,14 +401,21 @@ def _section_bars(report: Report) -> str:
 
 
 def _test_rows(report: Report) -> str:
+    from gates.rubric import SECTIONS
+
     rows = []
     previous_section = None
     for test in report.tests:
-        starts = ' class="section-start"' if test.section != previous_section else ""
+        if test.section != previous_section:
+            points = report.sections[test.section]
+            rows.append(
+                f'<tr class="section-head"><th colspan="8">'
+                f"{_e(SECTIONS[test.section])} · {points:g} / 7</th></tr>"
+            )
         previous_section = test.section
         verdict_class = _VERDICT_CLASSES.get(test.verdict, "v-notrun")
         rows.append(
-            f'<tr id="test-{_e(test.id)}"{starts}>'
+            f'<tr id="test-{_e(test.id)}">'
             f"<td><strong>{_e(test.id)}</strong></td>"
             f"<td>{_e(test.title)}</td>"
             f'<td class="num">{test.points:g}</td>'

@@ -147,6 +147,7 @@ def test_dashboard_escapes_stored_text(client: TestClient) -> None:
     )
     assert 'class="verdict v-fail"' in page.text
     assert "https://storage.cloud.google.com/churn-bucket/reports/d1.json" in page.text
+    assert 'title="gs://churn-bucket/reports/d1.json"' in page.text
 
 
 def test_dashboard_on_an_empty_store_scores_zero(sqlite_url: str) -> None:
