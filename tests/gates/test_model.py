@@ -339,3 +339,51 @@ def test_check_inclusion_under_represented_group() -> None:
     result = check_inclusion(d["y"], d["p"], groups, {}, **_M7)
     assert result.verdict is Verdict.FAIL
     assert "SeniorCitizen=1 is 2.0% of the holdout" in result.reason
+
+
+@pytest.mark.slow
+def test_check_simpler_model_on_telco_says_tie(telco_csv: Path) -> None:
+    """On the real Telco table the network is no better than logistic regression."""
+    import pandas as pd
+
+    from tasks.baselines import fit_logistic_regression
+    from tasks.config import load_dataset
+    from tasks.features import encode_label, fit_features
+    from tasks.model_spec import central_hyperparameters, prepare_keras
+    from tasks.train import predict_probabilities, train_churn_model
+    from tests.tasks.conftest_model import split_customers
+
+    prepare_keras(1)
+    dataset = load_dataset(PROJECT_ROOT / "config/datasets/telco.yaml")
+    config = load_model_config(PROJECT_ROOT / "config/model.yaml")
+    frame = pd.read_csv(telco_csv)
+    frame["TotalCharges"] = pd.to_numeric(
+        frame["TotalCharges"].str.strip(), errors="coerce"
+    )
+    parts = split_customers(frame, seed=0)
+    transform = fit_features(parts["train"], dataset)
+    x = {k: transform.transform(v) for k, v in parts.items()}
+    y = {k: encode_label(v, dataset.contract.label) for k, v in parts.items()}
+    network = train_churn_model(
+        x["train"],
+        y["train"],
+        x["validation"],
+        y["validation"],
+        central_hyperparameters(config.hyperparameters),
+        seed=42,
+        max_epochs=40,
+        patience=5,
+    )
+    logistic = fit_logistic_regression(x["train"], y["train"], 42)
+    result = check_simpler_model(
+        roc_auc(y["holdout"], predict_probabilities(network.model, x["holdout"])),
+        {
+            "logistic regression": roc_auc(
+                y["holdout"], logistic.predict_proba(x["holdout"])[:, 1]
+            )
+        },
+        margin=0.01,
+        tie_verdict="warn",
+    )
+    assert result.verdict is Verdict.WARN, result.reason
+    assert "about as good as the simpler logistic regression" in result.reason

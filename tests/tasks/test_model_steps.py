@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,91 @@ def test_train_model_step_resumes_after_kill(
     out = model_steps.train_model_step(retry, features)
     assert out["resumed_from_epoch"] == 1
     assert out["epochs"] == 3
+
+
+def test_check_metric_correlation_step_fabricated_versions(
+    keras_single_thread: Any,
+    model_data: ModelData,
+    small_hyperparameters: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """Versions whose online AUC ignores the offline one fail M2 (recorded only)."""
+    from tasks.model_spec import build_churn_model
+    from tasks.registry import register_model_version, write_online_metrics
+
+    ctx = _context(tmp_path)
+    model = build_churn_model(model_data.x("train").shape[1], small_hyperparameters, 1)
+    for offline, online in [(0.85, 0.70), (0.80, 0.80), (0.62, 0.81), (0.84, 0.69)]:
+        version = register_model_version(
+            ctx.store,
+            model,
+            model_data.transform,
+            spec={},
+            metrics={"holdout_auc": offline},
+            lineage={},
+            clock=ctx.clock,
+        )
+        write_online_metrics(ctx.store, version, {"online_auc": online})
+    out = model_steps.check_metric_correlation_step(ctx)
+    assert out["verdict"] == "fail"
+    (row,) = ctx.scores.results(run_id="r1")
+    assert row.test_id == "M2" and "4 versions" in row.reason
+
+
+def test_validate_candidate_step_degraded_candidate(
+    keras_single_thread: Any, model_data: ModelData, tmp_path: Path
+) -> None:
+    """A candidate far below production is rejected and the run stops."""
+    from tasks.model_spec import build_churn_model
+    from tasks.registry import move_alias, register_model_version
+    from tasks.train import predict_probabilities, train_churn_model
+
+    ctx = _context(tmp_path)
+    features = _store_features(ctx, model_data)
+    hp = {
+        "hidden_units": 16,
+        "hidden_layers": 1,
+        "dropout": 0.0,
+        "learning_rate": 0.01,
+        "l2": 0.0,
+        "batch_size": 64,
+    }
+    good = train_churn_model(
+        model_data.x("train"),
+        model_data.y("train"),
+        model_data.x("validation"),
+        model_data.y("validation"),
+        hp,
+        seed=1,
+        max_epochs=5,
+        patience=5,
+    ).model
+    production = register_model_version(
+        ctx.store,
+        good,
+        model_data.transform,
+        spec={},
+        metrics={},
+        lineage={},
+        clock=ctx.clock,
+    )
+    move_alias(
+        ctx.store,
+        "production",
+        production,
+        actor="test",
+        reason="seed",
+        clock=ctx.clock,
+    )
+    untrained = build_churn_model(model_data.x("train").shape[1], hp, seed=7)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "candidate.keras"
+        untrained.save(path)
+        ctx.store.upload(ctx.key("model", "candidate.keras"), path)
+    buffer = io.BytesIO()
+    np.save(buffer, predict_probabilities(untrained, model_data.x("holdout")))
+    ctx.store.write_bytes(ctx.key("model", "candidate_holdout.npy"), buffer.getvalue())
+    with pytest.raises(GateFailed, match="vs production"):
+        model_steps.validate_candidate_step(ctx, features)
+    (row,) = ctx.scores.results(run_id="r1")
+    assert row.test_id == "I4" and row.verdict == "fail"
