@@ -5,10 +5,10 @@ mounted inside the Airflow API server by ``plugins/churnops_plugin.py``. Who may
 it is decided by the ``auth_dependency`` the caller hands in; without one every request
 is let through, which is only right for tests and a loopback-only process.
 
-The page is one HTML document with inline CSS and no JavaScript: the Airflow UI shows
-plugin pages in a sandboxed iframe that allows forms but not scripts, and the machines
-it runs on may have no internet for CDN assets. Every link is relative to the page, so
-the app works under any mount prefix.
+The page is one HTML document with inline CSS and no JavaScript: nothing to build,
+nothing fetched from a CDN (the machines it runs on may have no internet), and plain
+GET forms for the scope, which work inside the iframe the Airflow UI shows it in.
+Every link is relative to the page, so the app works under any mount prefix.
 """
 
 from __future__ import annotations
