@@ -157,7 +157,7 @@ def test_dashboard_on_an_empty_store_scores_zero(sqlite_url: str) -> None:
     assert page.text.count("no result recorded") == 28
 
 
-def test_api_unreadable_store_is_503_naming_the_setting(tmp_path: object) -> None:
+def test_api_unreadable_store_is_503_naming_the_setting() -> None:
     """A store that cannot be opened answers 503 and says which setting to check."""
     client = TestClient(create_app("sqlite:////nonexistent-dir/x/scores.db"))
     response = client.get("/api/runs")
