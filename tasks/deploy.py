@@ -183,14 +183,14 @@ def verify_serving(
     deadline = started + timeout_seconds
     seen: Any = None
     while True:
-        health = reload_service(url, timeout_seconds)
+        health = reload_service(url)
         seen = health.get("versions", {}).get(alias)
         if seen == version:
             response = httpx.post(
                 f"{url.rstrip('/')}/predict",
                 json={"customers": [probe]},
                 headers={"X-Churnops-Source": PROBE_SOURCE},
-                timeout=timeout_seconds,
+                timeout=60.0,
             )
             if response.status_code == 200:
                 served = response.json()["predictions"][0]["model_version"]
@@ -266,7 +266,11 @@ def stage_model_step(
     serving = load_serving_settings()
     offline_model = load_model_version(ctx.store, version)
     frame, pairs = _staging_rows(ctx, features, offline_model.transform)
-    offline = offline_model.predict(frame)
+    try:
+        offline = offline_model.predict(frame)
+    except Exception as exc:  # a broken version must fail the gate, not the task
+        log.info("Offline predictions of %s failed: %s", version, exc)
+        offline = np.full(len(frame), np.nan)
     records = customer_records(frame)
     id_column = ctx.dataset.contract.id_column
 
@@ -341,7 +345,11 @@ def check_staging(
     max_prediction_diff: float,
     max_p95_latency_ms: float,
 ) -> GateResult:
-    """The staging half of I6: no errors, latency in budget, answers as offline."""
+    """The staging half of I6: no errors, latency in budget, answers as offline.
+
+    Known-answer customers are held to the offline answers of the same version; their
+    ordering is a quality question I4 already asked.
+    """
     traffic = report.for_alias(STAGING)
     failures: list[str] = []
     errors = [e for e in report.exchanges if e.failed]
@@ -353,8 +361,11 @@ def check_staging(
     served = np.array(
         [np.nan if e.probability is None else e.probability for e in report.exchanges]
     )
-    diff = float(np.nanmax(np.abs(served - offline))) if served.size else np.inf
-    if not np.isfinite(diff) or diff > max_prediction_diff:
+    gaps = np.abs(served - offline)
+    diff = float(np.max(gaps)) if gaps.size and not np.isnan(gaps).all() else np.inf
+    if np.isnan(offline).any():
+        failures.append("the version's offline predictions failed on these customers")
+    elif not np.isfinite(diff) or diff > max_prediction_diff:
         failures.append(
             f"served predictions differ from offline by up to {diff:.3g} "
             f"(allowed {max_prediction_diff})"
@@ -371,13 +382,6 @@ def check_staging(
     p95 = traffic.latency_ms(95) if traffic else None
     if p95 is None or p95 > max_p95_latency_ms:
         failures.append(f"p95 latency {p95} ms over the {max_p95_latency_ms} ms budget")
-    for name, higher, lower in pairs:
-        if not served[higher] > served[lower]:
-            failures.append(
-                f"known answer {name!r}: served {served[higher]:.3f} not above "
-                f"{served[lower]:.3f}"
-            )
-
     details = {
         "phase": "staging",
         "model_version": version,
@@ -886,9 +890,13 @@ def rollback_production(
 
 
 def check_rollback(
-    seconds: float | None, budget: float, error: str | None, **details: Any
+    seconds: float | None,
+    budget: float,
+    error: str | None,
+    details: dict[str, Any] | None = None,
 ) -> GateResult:
     """I7: the rollback worked and the service answered with it within budget."""
+    details = dict(details or {})
     if error is not None:
         return GateResult(
             "I7",
@@ -975,7 +983,7 @@ def rollback_drill_step(
         error = (
             f"{error or 'drill rollback passed'}; roll forward failed: {forward_error}"
         )
-    result = ctx.record(check_rollback(seconds, budget, error, **details))
+    result = ctx.record(check_rollback(seconds, budget, error, details))
     result.raise_if_failed()
     return {
         "model_version": version,
@@ -1123,7 +1131,7 @@ def record_rollback_step(
     budget = float(_setting(ctx, "max_rollback_seconds"))
     report = {**dict(request), **dict(verified), "budget_seconds": budget}
     evidence = _write_json(ctx.store, ctx.key("deploy", "rollback.json"), report)
-    measured = check_rollback(float(verified["seconds"]), budget, None, **report)
+    measured = check_rollback(float(verified["seconds"]), budget, None, report)
     result = ctx.record(
         GateResult(
             "I7",
