@@ -206,6 +206,7 @@ def check_staleness_curve(
     max_drop: float,
     no_curve_reason: str | None = None,
     evidence: str | None = None,
+    model_name: str = "model",
 ) -> GateResult:
     """A curve of AUC against model age exists and gives a staleness budget.
 
@@ -230,13 +231,13 @@ def check_staleness_curve(
     return GateResult(
         "M4",
         Verdict.PASS,
-        f"AUC measured at {len(points)} model ages ({ages[0]:.0f}-{ages[-1]:.0f} "
-        f"days); it stays within {max_drop} of the freshest model up to "
-        f"{budget:.0f} days, the staleness budget",
+        f"{model_name} AUC on the newest window measured at {len(points)} model "
+        f"ages ({ages[0]:.0f}-{ages[-1]:.0f} days); it stays within {max_drop} of "
+        f"the freshest model up to {budget:.0f} days, the staleness budget",
         value=budget,
         threshold=max_drop,
         evidence=evidence,
-        details={"curve": points, "budget_days": budget},
+        details={"curve": points, "budget_days": budget, "model": model_name},
     )
 
 

@@ -261,6 +261,13 @@ def train_model_step(ctx: RunContext, features: Mapping[str, Any]) -> dict[str, 
     from tasks.lineage import hash_frames
     from tasks.train import CheckpointPlace, predict_probabilities, train_churn_model
 
+    state = _spec_state(ctx)
+    allow = bool(ctx.params.get("allow_dirty_spec", _setting(ctx, "allow_dirty_spec")))
+    if state.dirty and not allow:
+        raise ModelStepError(
+            f"refusing to train from uncommitted changes to {list(state.dirty_paths)}; "
+            "commit them, or set the run Param allow_dirty_spec for a demo run"
+        )
     _threads()
     rows = _Rows(ctx, features)
     config = ctx.model_config
@@ -287,7 +294,6 @@ def train_model_step(ctx: RunContext, features: Mapping[str, Any]) -> dict[str, 
     buffer = io.BytesIO()
     np.save(buffer, holdout)
     ctx.store.write_bytes(ctx.key("model", "candidate_holdout.npy"), buffer.getvalue())
-    state = _spec_state(ctx)
     summary = {
         **outcome.summary(),
         "data_hash": hash_frames(rows.frames),
@@ -509,7 +515,10 @@ def check_staleness_step(
     result = _finish(
         ctx,
         model_gates.check_staleness_curve(
-            curve, max_drop=max_drop, evidence=ctx.store.uri(json_key)
+            curve,
+            max_drop=max_drop,
+            evidence=ctx.store.uri(json_key),
+            model_name=STALENESS_MODEL,
         ),
     )
     return {**_summary(result), "budget_days": budget, "curve": json_key}

@@ -228,3 +228,18 @@ def test_validate_candidate_step_degraded_candidate(
         model_steps.validate_candidate_step(ctx, features)
     (row,) = ctx.scores.results(run_id="r1")
     assert row.test_id == "I4" and row.verdict == "fail"
+
+
+def test_train_model_step_refuses_dirty_spec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the demo, training from uncommitted spec changes is refused."""
+    from tasks.lineage import SpecState
+
+    dirty = SpecState("a" * 40, True, ("tasks/model_spec.py",), str(tmp_path))
+    monkeypatch.setattr(model_steps, "_spec_state", lambda ctx: dirty)
+    ctx = _context(tmp_path, allow_dirty_spec=False)
+    with pytest.raises(model_steps.ModelStepError, match=r"tasks/model_spec\.py"):
+        model_steps.train_model_step(ctx, {})
+    out = model_steps.check_model_spec_step(_context(tmp_path, run_id="r2"))
+    assert out["verdict"] == "warn" and out["dirty"]
