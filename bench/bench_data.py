@@ -36,8 +36,7 @@ def _peak_rss_mb() -> float:
 
 
 def run_churnops(source: Path, suite_path: Path) -> dict[str, Any]:
-    """The pipeline's own functions, as the ingest, pseudonymize and validate steps
-    call them."""
+    """The pipeline's own ingest, pseudonymize and validate functions."""
     started = time.perf_counter()
     import great_expectations  # noqa: F401
 

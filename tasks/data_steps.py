@@ -344,9 +344,10 @@ def validate_customers_step(
 ) -> dict[str, Any]:
     """D1: validate the batch against the suite, storing the result and Data Docs.
 
-    Without ``suite_key`` the suite is built from this run's training rows and the
-    contract, and stored under the run (the model copies it). Raises GateFailed
-    after recording when an expectation fails.
+    The run's own suite is always built from its training rows and the contract and
+    stored under the run (the model copies it). The batch is validated against the
+    suite at ``suite_key`` when given (the production model's), else against the
+    run's own. Raises GateFailed after recording when an expectation fails.
     """
     from tasks.validation import (
         build_expectation_suite,
@@ -356,16 +357,15 @@ def validate_customers_step(
 
     dataset = ctx.dataset
     contract = dataset.contract
+    given = json.loads(ctx.store.read_text(suite_key)) if suite_key else None
     frame = _read_frame(ctx.store, pseudonymized["snapshot"])
-    if suite_key:
-        suite = json.loads(ctx.store.read_text(suite_key))
-    else:
-        train = frame.iloc[split_customers(frame, dataset, ctx.model_config)["train"]]
-        suite = build_expectation_suite(
-            train, dataset, range_tolerance=float(_setting(ctx, "range_tolerance"))
-        )
+    train = frame.iloc[split_customers(frame, dataset, ctx.model_config)["train"]]
+    built = build_expectation_suite(
+        train, dataset, range_tolerance=float(_setting(ctx, "range_tolerance"))
+    )
     suite_out = ctx.key("validation", "suite.json")
-    _write_json(ctx.store, suite_out, suite)
+    _write_json(ctx.store, suite_out, built)
+    suite = given or built
 
     identifiers = {contract.id_column, *contract.direct_identifiers}
     report = validate_customers(frame, suite, identifier_columns=identifiers)

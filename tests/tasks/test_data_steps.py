@@ -195,3 +195,24 @@ def test_build_features_plots_compare_with_previous_training(tmp_path):
 
     _, previous = _previous_training(second)
     assert previous is not None and len(previous) > 0
+
+
+def test_data_path_runs_on_telco_by_config_alone(tmp_path, telco_csv):
+    """The IBM table goes through every data step with its config and no code."""
+    ctx = make_context(
+        tmp_path,
+        params={
+            "dataset": "config/datasets/telco.yaml",
+            "source": f"file://{telco_csv}",
+        },
+    )
+    features = _run_data_path(ctx)
+    assert sum(features["rows"].values()) == 7043
+    verdicts = {r.test_id: r.verdict for r in ctx.scores.results()}
+    assert {k: verdicts[k] for k in ("D1", "D4", "D7")} == {
+        "D1": "pass",
+        "D4": "pass",
+        "D7": "pass",
+    }
+    holdout = _read(ctx, features["holdout"])
+    assert abs((holdout["Churn"] == "Yes").mean() - 1869 / 7043) < 0.01
