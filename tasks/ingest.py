@@ -90,7 +90,9 @@ def describe_source(source: str) -> str:
     return f"{parsed.scheme}://{parsed.netloc}{parsed.path}"
 
 
-def _read_source_bytes(source: str, base: Path) -> tuple[bytes, str]:
+def _read_source_bytes(
+    source: str, base: Path, gcs_client: Any | None = None
+) -> tuple[bytes, str]:
     parsed = urlparse(source)
     if parsed.scheme in ("", "file"):
         raw_path = source.removeprefix("file://")
@@ -104,10 +106,13 @@ def _read_source_bytes(source: str, base: Path) -> tuple[bytes, str]:
                 problem="source",
             ) from exc
     if parsed.scheme == "gs":
-        from tasks.storage import ArtifactNotFound, open_store
+        from tasks.gcs import GcsStore
+        from tasks.storage import ArtifactNotFound
 
         folder, _, name = parsed.path.lstrip("/").rpartition("/")
-        store = open_store(f"gs://{parsed.netloc}/{folder}".rstrip("/"))
+        store = GcsStore(
+            f"gs://{parsed.netloc}/{folder}".rstrip("/"), client=gcs_client
+        )
         try:
             return store.read_bytes(name), source
         except ArtifactNotFound as exc:
@@ -238,11 +243,17 @@ def _read_parquet(data: bytes, name: str) -> SourceTable:
     return SourceTable(frame=table.to_pandas(), name=name, typed=True)
 
 
-def read_source_table(source: str, *, base: Path = PROJECT_ROOT) -> SourceTable:
-    """Read a source URI into a frame, refusing empty, cut-off or non-UTF-8 files."""
+def read_source_table(
+    source: str, *, base: Path = PROJECT_ROOT, gcs_client: Any | None = None
+) -> SourceTable:
+    """Read a source URI into a frame, refusing empty, cut-off or non-UTF-8 files.
+
+    ``gcs_client`` is the storage client for ``gs://`` sources (default: one from
+    the environment's credentials or ``STORAGE_EMULATOR_HOST``).
+    """
     if source.startswith("synthetic://"):
         return _read_synthetic(source)
-    data, name = _read_source_bytes(source, base)
+    data, name = _read_source_bytes(source, base, gcs_client)
     if not data.strip():
         raise DataContractError(
             f"{name} is empty (0 data rows); the export that writes it probably "
@@ -466,11 +477,15 @@ def hash_customers(frame: pd.DataFrame) -> str:
 
 
 def ingest_customers(
-    source: str, contract: DataContract, *, base: Path = PROJECT_ROOT
+    source: str,
+    contract: DataContract,
+    *,
+    base: Path = PROJECT_ROOT,
+    gcs_client: Any | None = None,
 ) -> IngestedCustomers:
     """Read ``source`` and hold it to ``contract``; raise DataContractError if not."""
     started = dt.datetime.now(dt.UTC)
-    table = read_source_table(source, base=base)
+    table = read_source_table(source, base=base, gcs_client=gcs_client)
     frame = check_customers_contract(table, contract)
     data_hash = hash_customers(frame)
     log.info(

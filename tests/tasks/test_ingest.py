@@ -248,3 +248,23 @@ def test_ingest_undeclared_columns_dropped(tmp_path):
         _write(tmp_path, content.encode()), tiny_dataset().contract
     )
     assert "extra" not in ingested.frame.columns
+
+
+@pytest.mark.gcs
+def test_ingest_customers_from_gcs_source(gcs_client, gcs_bucket):
+    """A gs:// source reads through the storage client like a local file."""
+    gcs_client.bucket(gcs_bucket).blob("exports/customers.csv").upload_from_string(
+        TINY_CSV.encode()
+    )
+    ingested = ingest_customers(
+        f"gs://{gcs_bucket}/exports/customers.csv",
+        tiny_dataset().contract,
+        gcs_client=gcs_client,
+    )
+    assert len(ingested.frame) == 4
+    with pytest.raises(DataContractError, match="does not exist"):
+        ingest_customers(
+            f"gs://{gcs_bucket}/exports/missing.csv",
+            tiny_dataset().contract,
+            gcs_client=gcs_client,
+        )
