@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from gates import data as data_gates
-from gates.result import GateFailed, GateResult, Verdict
+from gates.result import GateFailed, GateResult, Verdict, insufficient
 from tasks.config import PROJECT_ROOT, ConfigError, DatasetConfig, ModelConfig
 from tasks.context import RunContext
 from tasks.features import (
@@ -191,6 +191,15 @@ def scan_privacy_step(
     """
     contract = ctx.dataset.contract
     raw_prefix = ctx.key(RAW_ZONE) + "/"
+    if not ctx.store.exists(raw_prefix + "customers.parquet"):
+        result = ctx.record(
+            insufficient(
+                "D5",
+                "no raw snapshot for this run (ingestion did not complete), so there "
+                "are no source identifiers to scan for",
+            )
+        )
+        return {"verdict": result.verdict.value, "scanned": 0, "findings": 0}
     raw = _read_frame(ctx.store, raw_prefix + "customers.parquet")
     identifiers = collect_raw_identifiers(
         raw,

@@ -156,3 +156,10 @@ def test_delete_customers_leaves_other_snapshots_untouched(tmp_path):
     report = delete_customers(store, "runs/", ["B-2"], id_column="customer_id", key=KEY)
     assert report.removed_rows == {}
     assert store.read_bytes("runs/x/data/customers.parquet") == before
+
+
+def test_scan_privacy_step_after_failed_ingest_is_insufficient(tmp_path):
+    """Without a raw snapshot the scan says it had nothing to search for."""
+    ctx = make_context(tmp_path)
+    assert scan_privacy_step(ctx)["verdict"] == "insufficient evidence"
+    assert results_of(ctx, "D5")[-1].verdict == "insufficient evidence"
