@@ -3,8 +3,9 @@
 Airflow parses DAG files often, so DAG files import nothing heavy: a task body imports
 this module, which imports the step it runs. A step is a plain function
 ``step(ctx, **inputs)`` from ``tasks`` or ``gates``; the glue builds its RunContext
-from the Airflow context, hands in the runtime services a step asks for by parameter
-name, and turns a recorded rejection into a failure that is not retried.
+from the Airflow context, hands in the upstream results and runtime services the step
+names as parameters (an upstream result it does not name only orders the tasks), and
+turns a recorded rejection into a failure that is not retried.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def run_context() -> Any:
     context = get_current_context()
     dag_run = context["dag_run"]
     params = {k: v for k, v in dict(context["params"]).items() if v not in ("", None)}
+    if embedded():
+        # The demo runs from whatever checkout it is in; M1 marks a dirty spec instead.
+        params["allow_dirty_spec"] = True
     return RunContext(
         settings=load_settings(),
         dag_id=dag_run.dag_id,
@@ -80,6 +84,8 @@ def run_target(target: str, inputs: dict[str, Any]) -> Any:
     module_name, _, function_name = target.partition(":")
     step = getattr(importlib.import_module(module_name), function_name)
     accepted = inspect.signature(step).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
+    inputs = {k: v for k, v in inputs.items() if takes_any or k in accepted}
     services = {name: make() for name, make in SERVICES.items() if name in accepted}
 
     started = time.monotonic()

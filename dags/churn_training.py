@@ -65,7 +65,7 @@ def step(
             title="Source override",
             description="A file://, gs:// or synthetic:// URI instead of the dataset's",
         ),
-        "allow_uncommitted_spec": Param(
+        "allow_dirty_spec": Param(
             False,
             type="boolean",
             title="Allow an uncommitted model spec",
@@ -233,6 +233,7 @@ def churn_training() -> None:
             "tasks.deploy:stage_model_step",
             "I6: load the version in the serving code; known answers over HTTP.",
             registered=registered,
+            features=features,
         )
         canaried = step(
             "canary",
@@ -240,6 +241,7 @@ def churn_training() -> None:
             "I6: a slice of live traffic; errors, latency and predictions compared.",
             registered=registered,
             staged=staged,
+            features=features,
         )
         promoted = step(
             "promote",

@@ -50,7 +50,7 @@ def candidate_predictor(
 
     keras = prepare_keras()
     transform = FeatureTransform.from_json(ctx.store.read_text(features["transform"]))
-    with ctx.store.local_copy(trained["model"]) as path:
+    with ctx.store.local_copy(trained["candidate"]) as path:
         model = keras.models.load_model(path, compile=False)
 
     def predict(frame: pd.DataFrame) -> np.ndarray:
