@@ -140,10 +140,17 @@ def _save_checkpoint(
         model.save_weights(best_path)
         place.store.upload(place.key(f"best-epoch-{epoch:04d}.weights.h5"), best_path)
     place.store.write_text(place.key(f"epoch-{epoch:04d}.json"), json.dumps(state))
-    # Keep the newest checkpoint and the one before; older ones only cost space.
+    # Keep the newest checkpoint and the one before (the newest complete one if this
+    # write is cut short), and the best weights they name; older files only cost space.
+    keep_best = {int(state["best_epoch"]), int(state.get("previous_best_epoch", 0))}
     for key in place.store.list(place.prefix.rstrip("/") + "/"):
-        match = re.search(r"epoch-(\d{4})\.keras$", key)
-        if match and int(match.group(1)) < epoch - 1:
+        match = re.search(r"(best-)?epoch-(\d{4})\.(keras|weights\.h5)$", key)
+        if not match:
+            continue
+        number = int(match.group(2))
+        if (match.group(1) and number not in keep_best) or (
+            not match.group(1) and number < epoch - 1
+        ):
             place.store.delete(key)
 
 
@@ -256,6 +263,7 @@ def train_churn_model(
             val_loss = binary_log_loss(y_val, predict_probabilities(model, x_val))
             loss = float(fit.history["loss"][-1])
             improved = val_loss < state["best_val_loss"]
+            state["previous_best_epoch"] = state["best_epoch"]
             if improved:
                 state.update(best_val_loss=val_loss, best_epoch=epoch, wait=0)
                 best_weights = model.get_weights()

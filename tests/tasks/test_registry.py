@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -150,4 +149,3 @@ def test_registry_unknown_version(tmp_path: Path) -> None:
         load_predictor(FileStore(tmp_path), "v20260101T000000-00000000")
     with pytest.raises(RegistryError, match="not a model version id"):
         get_version(FileStore(tmp_path), "latest")
-    assert dt.UTC
