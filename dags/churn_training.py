@@ -217,7 +217,15 @@ def churn_training() -> None:
             ),
         ]
 
-    gates = model_gates + infrastructure_gates + data_gates
+    with infrastructure:
+        rehearsed = step(
+            "integration_test",
+            "tasks.run_steps:integration_test_pipeline_step",
+            "I3: the whole pipeline rehearsed on a sample of this run, same code.",
+            ingested=ingested,
+        )
+
+    gates = [*model_gates, *infrastructure_gates, *data_gates, rehearsed]
 
     with infrastructure:
         registered = step(

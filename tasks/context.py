@@ -36,6 +36,7 @@ class RunContext:
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     store_override: ArtifactStore | None = None
     scores_override: ScoreStore | None = None
+    model_config_override: ModelConfig | None = None
 
     @cached_property
     def store(self) -> ArtifactStore:
@@ -52,7 +53,7 @@ class RunContext:
 
     @cached_property
     def model_config(self) -> ModelConfig:
-        return self.settings.model()
+        return self.model_config_override or self.settings.model()
 
     @property
     def run_key(self) -> str:

@@ -7,14 +7,19 @@ over, so neither path has to know the other's artifacts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
+import tempfile
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from gates.result import GateResult, Verdict
 from tasks.context import RunContext
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,153 @@ def check_feature_lead_time_step(
     return check_lead_time(
         ctx, features, production_inputs_since=production_inputs_since(ctx)
     )
+
+
+def _sample_rows(frame: pd.DataFrame, label: str, rows: int, seed: int) -> pd.DataFrame:
+    """Up to ``rows`` rows with every label class kept in proportion."""
+    if len(frame) <= rows:
+        return frame
+    share = rows / len(frame)
+    return frame.groupby(label, group_keys=False, observed=True).sample(
+        frac=share, random_state=seed
+    )
+
+
+def _rehearsal_context(ctx: RunContext, scratch: Path, source: str) -> RunContext:
+    limits = ctx.settings.gate_settings("infrastructure")
+    model = ctx.model_config
+    search = {
+        **model.search,
+        "trials": int(limits.get("integration_search_trials", 2)),
+        "epochs_per_trial": int(limits.get("integration_max_epochs", 3)),
+        "parallel_trials": 1,
+    }
+    training = {
+        **model.training,
+        "max_epochs": int(limits.get("integration_max_epochs", 3)),
+    }
+    settings = dataclasses.replace(
+        ctx.settings,
+        storage_root="file://" + str(scratch / "artifacts"),
+        score_store_url=f"sqlite:///{scratch / 'scores.db'}",
+    )
+    return RunContext(
+        settings=settings,
+        dag_id=f"{ctx.dag_id}__rehearsal",
+        run_id=ctx.run_id,
+        params={**ctx.params, "source": source},
+        clock=ctx.clock,
+        model_config_override=dataclasses.replace(
+            model, search=search, training=training
+        ),
+    )
+
+
+def integration_test_pipeline_step(
+    ctx: RunContext,
+    ingested: Mapping[str, Any],
+    key: bytes | None = None,
+    allow_generated_key: bool = False,
+) -> dict[str, Any]:
+    """I3: the whole pipeline, same code, rehearsed on a sample of this run's rows.
+
+    The rehearsal writes to a scratch store and score database, so its gates never
+    mix with the real run's; only the I3 verdict is recorded here. It stops at the
+    first broken step and names it.
+    """
+    from tasks import data_steps, deploy, model_steps
+    from tasks.ingest import frame_to_parquet, parquet_to_frame
+
+    limits = ctx.settings.gate_settings("infrastructure")
+    sample_rows = int(limits.get("integration_sample_rows", 2000))
+    raw = parquet_to_frame(ctx.store.read_bytes(ingested["raw_snapshot"]))
+    sample = _sample_rows(
+        raw, ctx.dataset.contract.label.column, sample_rows, ctx.model_config.seed
+    )
+
+    durations: dict[str, float] = {}
+    failed: tuple[str, Exception] | None = None
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="churnops-rehearsal-") as tmp:
+        scratch = Path(tmp)
+        (scratch / "sample.parquet").write_bytes(frame_to_parquet(sample))
+        rehearsal = _rehearsal_context(ctx, scratch, f"file://{scratch}/sample.parquet")
+        steps: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+            ("ingest", lambda r: data_steps.ingest_customers_step(rehearsal)),
+            (
+                "pseudonymize",
+                lambda r: data_steps.pseudonymize_customers_step(
+                    rehearsal,
+                    r["ingest"],
+                    key=key,
+                    allow_generated_key=allow_generated_key,
+                ),
+            ),
+            (
+                "validate",
+                lambda r: data_steps.validate_customers_step(
+                    rehearsal, r["pseudonymize"]
+                ),
+            ),
+            (
+                "build_features",
+                lambda r: data_steps.build_features_step(rehearsal, r["validate"]),
+            ),
+            (
+                "tune",
+                lambda r: model_steps.tune_model_step(rehearsal, r["build_features"]),
+            ),
+            (
+                "train",
+                lambda r: model_steps.train_model_step(rehearsal, r["build_features"]),
+            ),
+            (
+                "register",
+                lambda r: model_steps.register_model_step(
+                    rehearsal, r["build_features"]
+                ),
+            ),
+            (
+                "stage",
+                lambda r: deploy.stage_model_step(
+                    rehearsal, r["register"], r["build_features"]
+                ),
+            ),
+        ]
+        outputs: dict[str, Any] = {}
+        for name, run in steps:
+            step_started = time.monotonic()
+            try:
+                outputs[name] = run(outputs)
+            except Exception as exc:  # any broken step fails the rehearsal
+                failed = (name, exc)
+                log.info("Rehearsal step %s failed: %s", name, exc, exc_info=True)
+                break
+            durations[name] = round(time.monotonic() - step_started, 2)
+    elapsed = time.monotonic() - started
+
+    details = {"sample_rows": len(sample), "step_seconds": durations}
+    if failed is None:
+        result = GateResult(
+            "I3",
+            Verdict.PASS,
+            f"the pipeline ran end to end on a {len(sample)}-row sample of this run "
+            f"with the same code in {elapsed:.0f} s: {', '.join(durations)}",
+            value=round(elapsed, 1),
+            details=details,
+        )
+    else:
+        broken_step, error = failed
+        result = GateResult(
+            "I3",
+            Verdict.FAIL,
+            f"the rehearsal on a {len(sample)}-row sample broke at step "
+            f"{broken_step!r}: {type(error).__name__}: {error}",
+            details={**details, "failed_step": broken_step},
+        )
+    ctx.record(result)
+    result.raise_if_failed()
+    return {"I3": result.verdict.value, "seconds": round(elapsed, 1), **details}
 
 
 def report_run_step(ctx: RunContext) -> dict[str, Any]:

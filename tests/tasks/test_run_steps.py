@@ -1,0 +1,115 @@
+"""Run-level steps: registration of the run, D6 history, and the I3 rehearsal."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gates.result import GateFailed
+from gates.store import ScoreStore
+from tasks import data_steps, model_steps
+from tasks.config import load_settings
+from tasks.context import RunContext
+from tasks.run_steps import (
+    integration_test_pipeline_step,
+    report_run_step,
+    start_run_step,
+)
+
+KEY = b"a-test-key-that-is-long-enough"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> RunContext:
+    """A run on 1,500 synthetic customers with a tiny search and a 300-row sample."""
+    settings = load_settings(
+        environ={
+            "CHURNOPS_STORAGE_ROOT": str(tmp_path / "artifacts"),
+            "CHURNOPS_SCORE_DB_URL": f"sqlite:///{tmp_path / 'scores.db'}",
+        }
+    )
+    gates = {
+        **settings.gates,
+        "infrastructure": {
+            "integration_sample_rows": 400,
+            "integration_search_trials": 1,
+            "integration_max_epochs": 1,
+        },
+    }
+    return RunContext(
+        settings=dataclasses.replace(settings, gates=gates),
+        dag_id="churn_training",
+        run_id="test_run",
+        params={"source": "synthetic://1500?seed=3", "allow_dirty_spec": True},
+    )
+
+
+def _ingested(ctx: RunContext) -> dict[str, Any]:
+    return data_steps.ingest_customers_step(ctx)
+
+
+def _i3(ctx: RunContext) -> Any:
+    [row] = [r for r in ctx.scores.results(run_id=ctx.run_id) if r.test_id == "I3"]
+    return row
+
+
+def test_start_run_step_records_commit_and_dataset(ctx: RunContext) -> None:
+    """The run row carries the dataset name and whether the tree was clean."""
+    out = start_run_step(ctx)
+    [run] = ctx.scores.runs()
+    assert run.dataset == out["dataset"] == "synthetic_telco"
+    assert run.code_commit == out["commit"]
+
+
+@pytest.mark.slow
+def test_integration_test_pipeline_step_passes_on_a_sample(ctx: RunContext) -> None:
+    """The rehearsal runs every step on the sample and records I3 as passed."""
+    out = integration_test_pipeline_step(ctx, _ingested(ctx), key=KEY)
+
+    assert out["I3"] == "pass"
+    assert out["sample_rows"] <= 400
+    assert list(out["step_seconds"]) == [
+        "ingest",
+        "pseudonymize",
+        "validate",
+        "build_features",
+        "tune",
+        "train",
+        "register",
+        "stage",
+    ]
+    assert _i3(ctx).verdict == "pass"
+    # The rehearsal's own gates went to a scratch store, not this run's.
+    assert {r.test_id for r in ctx.scores.results(run_id=ctx.run_id)} <= {"D1", "I3"}
+
+
+def test_integration_test_pipeline_step_names_the_broken_step(
+    ctx: RunContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that breaks fails I3, and the reason names it."""
+
+    def broken(*args: object, **kwargs: object) -> dict[str, Any]:
+        raise RuntimeError("the spec cannot be built")
+
+    monkeypatch.setattr(model_steps, "tune_model_step", broken)
+    ingested = _ingested(ctx)
+
+    with pytest.raises(GateFailed, match="broke at step 'tune'"):
+        integration_test_pipeline_step(ctx, ingested, key=KEY)
+
+    row = _i3(ctx)
+    assert row.verdict == "fail"
+    assert row.details["failed_step"] == "tune"
+    assert "the spec cannot be built" in row.reason
+
+
+def test_report_run_step_returns_the_headline(ctx: RunContext) -> None:
+    """The report step gives the run's final score and the gates that failed."""
+    ScoreStore.open(ctx.settings.score_store_url)
+    start_run_step(ctx)
+    out = report_run_step(ctx)
+    assert out["final_score"] == 0
+    assert out["failed_gates"] == []
