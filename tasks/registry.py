@@ -288,3 +288,42 @@ def move_alias(
         )
     log.info("Alias %s: %s -> %s by %s (%s)", alias, current, version, actor, reason)
     return move
+
+
+def clear_alias(
+    store: ArtifactStore,
+    alias: str,
+    *,
+    actor: str,
+    reason: str,
+    clock: Callable[[], dt.datetime],
+    attempts: int = 5,
+) -> str | None:
+    """Unset an alias atomically, keeping its history; returns what it pointed at.
+
+    Retries when another writer moves the alias in between, up to ``attempts``
+    times, then raises :class:`AliasConflict`.
+    """
+    if not actor.strip() or not reason.strip():
+        raise RegistryError(f"clearing alias {alias!r} needs an actor and a reason")
+    for _ in range(attempts):
+        document, token = _read_alias(store, alias)
+        current = document["version"] if document else None
+        if current is None:
+            return None
+        move = {
+            "version": None,
+            "previous": current,
+            "actor": actor,
+            "reason": reason,
+            "at": clock().astimezone(dt.UTC).isoformat(),
+        }
+        history = [*(document["history"] if document else []), move]
+        new_document = {"alias": alias, **move, "history": history}
+        payload = json.dumps(new_document, indent=2).encode("utf-8")
+        if store.write_if_unchanged(_alias_key(alias), payload, token):
+            log.info(
+                "Alias %s cleared (was %s) by %s: %s", alias, current, actor, reason
+            )
+            return str(current)
+    raise AliasConflict(f"alias {alias!r} kept moving while clearing it; try again")

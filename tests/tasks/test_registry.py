@@ -13,6 +13,7 @@ from tasks.registry import (
     AliasConflict,
     RegistryError,
     alias_history,
+    clear_alias,
     get_version,
     list_versions,
     load_predictor,
@@ -149,3 +150,22 @@ def test_registry_unknown_version(tmp_path: Path) -> None:
         load_predictor(FileStore(tmp_path), "v20260101T000000-00000000")
     with pytest.raises(RegistryError, match="not a model version id"):
         get_version(FileStore(tmp_path), "latest")
+
+
+def test_clear_alias_keeps_history(
+    keras_single_thread: Any,
+    model_data: ModelData,
+    small_hyperparameters: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    """Clearing unsets the pointer, records who and why, and is idempotent."""
+    store = FileStore(tmp_path)
+    clock = fixed_clock()
+    version, _ = _register(store, model_data, small_hyperparameters, 1, clock)
+    move_alias(store, "canary", version, actor="ci", reason="canary", clock=clock)
+    assert (
+        clear_alias(store, "canary", actor="ci", reason="done", clock=clock) == version
+    )
+    assert resolve_alias(store, "canary") is None
+    assert [h["version"] for h in alias_history(store, "canary")] == [version, None]
+    assert clear_alias(store, "canary", actor="ci", reason="again", clock=clock) is None
