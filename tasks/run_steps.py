@@ -75,13 +75,14 @@ def check_feature_value_step(
 
 def production_inputs_since(ctx: RunContext) -> dict[str, dt.date]:
     """For each feature, the day a production model first read it."""
-    from tasks.registry import alias_history, get_version
+    from tasks.features import FeatureTransform
+    from tasks.registry import alias_history, version_key
 
     first_seen: dict[str, dt.date] = {}
     for move in alias_history(ctx.store, "production"):
         moved_on = dt.datetime.fromisoformat(move["at"]).date()
-        spec = get_version(ctx.store, move["version"]).spec
-        for name in spec.get("inputs", []):
+        schema = ctx.store.read_text(version_key(move["version"], "transform.json"))
+        for name in FeatureTransform.from_json(schema).inputs:
             first_seen.setdefault(name, moved_on)
     return first_seen
 

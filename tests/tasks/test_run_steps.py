@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,11 @@ from gates.store import ScoreStore
 from tasks import data_steps, model_steps
 from tasks.config import load_settings
 from tasks.context import RunContext
+from tasks.features import FeatureTransform
+from tasks.registry import move_alias, version_key
 from tasks.run_steps import (
     integration_test_pipeline_step,
+    production_inputs_since,
     report_run_step,
     start_run_step,
 )
@@ -104,6 +108,39 @@ def test_integration_test_pipeline_step_names_the_broken_step(
     assert row.verdict == "fail"
     assert row.details["failed_step"] == "tune"
     assert "the spec cannot be built" in row.reason
+
+
+def _fake_version(ctx: RunContext, version: str, inputs: list[str]) -> None:
+    """A registered version with only the documents the registry's index reads."""
+    transform = FeatureTransform(kinds=dict.fromkeys(inputs, "numeric"))
+    ctx.store.write_text(version_key(version, "transform.json"), transform.to_json())
+    ctx.store.write_text(version_key(version, "manifest.json"), "{}")
+
+
+def test_production_inputs_since_takes_the_first_promotion_per_feature(
+    ctx: RunContext,
+) -> None:
+    """A feature counts from the first production model that read it."""
+    first, second = "v20260101T000000-00000001", "v20260301T000000-00000002"
+    _fake_version(ctx, first, ["tenure"])
+    _fake_version(ctx, second, ["tenure", "Contract"])
+    days = iter(
+        [dt.datetime(2026, 1, 2, tzinfo=dt.UTC), dt.datetime(2026, 3, 5, tzinfo=dt.UTC)]
+    )
+    for version in (first, second):
+        move_alias(
+            ctx.store,
+            "production",
+            version,
+            actor="test",
+            reason="release",
+            clock=lambda: next(days),
+        )
+
+    assert production_inputs_since(ctx) == {
+        "tenure": dt.date(2026, 1, 2),
+        "Contract": dt.date(2026, 3, 5),
+    }
 
 
 def test_report_run_step_returns_the_headline(ctx: RunContext) -> None:
