@@ -15,6 +15,13 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(CURDIR)/var/airflow/ai
 export PATH := $(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
 
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+# Progress for a person: step boundaries and gate verdicts, not Airflow's chatter.
+PROGRESS := grep --line-buffered -E '\[(_support|gates\.store|tasks\.[a-z_]+)\]' \
+	| sed -u -E 's/^[0-9T:.-]+Z \[[a-z ]+\] //; s/ +\[[a-z_.]+\] loc=.*$$//'
+
 .PHONY: help install demo test test-fast lint bench up clean
 
 help:
@@ -41,7 +48,12 @@ var/airflow/airflow.db: $(STAMP)
 		|| { cat var/airflow/migrate.log; exit 1; }
 
 demo: var/airflow/airflow.db
-	CHURNOPS_EMBEDDED=1 $(BIN)/python -m gates.demo
+	@mkdir -p var/demo
+	@echo "== churn_training on synthetic customers (full log: var/demo/training.log)"
+	CHURNOPS_EMBEDDED=1 $(BIN)/airflow dags test churn_training 2>&1 \
+		| tee var/demo/training.log | $(PROGRESS)
+	@echo "== ML Test Score"
+	@$(BIN)/churnops report
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -18,6 +18,8 @@ from gates.scoring import Report, report_for_model, report_for_run
 from gates.store import ScoreStore
 
 FORMATS = ("table", "json", "markdown")
+# The table's verdict column is 13 wide; JSON and Markdown keep the full words.
+SHORT_VERDICTS = {Verdict.INSUFFICIENT.value: "insufficient"}
 
 
 def _cell(value: float | None) -> str:
@@ -38,8 +40,9 @@ def render_table(report: Report) -> str:
     ]
     for test in report.tests:
         reason = test.reason if len(test.reason) <= 42 else test.reason[:41] + "…"
+        verdict = SHORT_VERDICTS.get(test.verdict, test.verdict)
         lines.append(
-            f"{test.id:<4} {test.points:>3g}  {test.verdict:<13} "
+            f"{test.id:<4} {test.points:>3g}  {verdict:<13} "
             f"{_cell(test.value):>9} {_cell(test.threshold):>9}  {reason}"
         )
     return "\n".join(lines)
