@@ -10,6 +10,11 @@ from pathlib import Path
 
 import pytest
 
+# Fixture modules imported by test modules: let pytest rewrite their asserts too.
+pytest.register_assert_rewrite(
+    "tests.tasks.conftest_model", "tests.serving.conftest_serving"
+)
+
 # Keep TensorFlow quiet and small on a shared 2-core machine.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
