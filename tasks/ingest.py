@@ -50,6 +50,11 @@ class DataContractError(ValueError):
         self.problem = problem
         self.column = column
 
+    @property
+    def retryable(self) -> bool:
+        """Only an unreachable source may heal by itself; bad contents never do."""
+        return self.problem == "source"
+
 
 @dataclass(frozen=True)
 class SourceTable:

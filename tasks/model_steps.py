@@ -71,6 +71,8 @@ __all__ = [
 class ModelStepError(RuntimeError):
     """A model step is missing the inputs an earlier step should have stored."""
 
+    retryable = False
+
 
 # Shared plumbing -------------------------------------------------------------------
 

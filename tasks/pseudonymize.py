@@ -33,6 +33,9 @@ PSEUDONYM_HEX_CHARS = 32
 class PrivacyError(RuntimeError):
     """The privacy controls cannot run as configured (no key, a weak key)."""
 
+    # A missing or weak key needs a person; retrying cannot fix it.
+    retryable = False
+
 
 def resolve_pseudonymization_key(
     environ: Mapping[str, str] | None = None,

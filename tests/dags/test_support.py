@@ -1,0 +1,79 @@
+"""The glue between Airflow tasks and steps: inputs, services and retry decisions."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk.exceptions import AirflowFailException
+
+from gates.result import GateFailed, GateResult, Verdict
+from tasks.ingest import DataContractError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dags"))
+import _support
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A module of fake steps, importable as ``fake_steps``, and a stub context."""
+    module = types.ModuleType("fake_steps")
+
+    def takes_features(ctx: object, features: dict[str, Any]) -> dict[str, Any]:
+        return {"ctx": ctx, "features": features}
+
+    def takes_key(ctx: object, key: bytes | None = None) -> dict[str, Any]:
+        return {"key": key}
+
+    def rejects(ctx: object) -> None:
+        raise GateFailed(GateResult("M5", Verdict.FAIL, "worse than the baseline"))
+
+    def bad_contract(ctx: object) -> None:
+        raise DataContractError(
+            "x.csv: column 'tenure' missing", problem="missing_column"
+        )
+
+    def unreachable(ctx: object) -> None:
+        raise DataContractError("gs://b/x.csv: not found", problem="source")
+
+    for function in (takes_features, takes_key, rejects, bad_contract, unreachable):
+        setattr(module, function.__name__, function)
+    monkeypatch.setitem(sys.modules, "fake_steps", module)
+    monkeypatch.setattr(_support, "run_context", lambda: "ctx")
+    return module
+
+
+def test_run_target_passes_only_named_inputs(steps: types.ModuleType) -> None:
+    """An upstream result the step does not name only orders the tasks."""
+    out = _support.run_target(
+        "fake_steps:takes_features", {"features": {"train": "k"}, "trained": {}}
+    )
+    assert out == {"ctx": "ctx", "features": {"train": "k"}}
+
+
+def test_run_target_hands_in_the_key_from_the_environment(
+    steps: types.ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that names ``key`` gets the pseudonymization key from the environment."""
+    monkeypatch.setenv(_support.KEY_ENV, "secret-from-env")
+    assert _support.run_target("fake_steps:takes_key", {}) == {
+        "key": b"secret-from-env"
+    }
+
+
+@pytest.mark.parametrize("step", ["rejects", "bad_contract"])
+def test_run_target_verdicts_and_bad_data_are_not_retried(
+    steps: types.ModuleType, step: str
+) -> None:
+    """A recorded rejection or a broken contract fails the task for good."""
+    with pytest.raises(AirflowFailException):
+        _support.run_target(f"fake_steps:{step}", {})
+
+
+def test_run_target_unreachable_source_is_retried(steps: types.ModuleType) -> None:
+    """An unreachable source may come back, so Airflow's retries apply."""
+    with pytest.raises(DataContractError, match="not found"):
+        _support.run_target("fake_steps:unreachable", {})
