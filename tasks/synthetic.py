@@ -17,8 +17,10 @@ linear model:
 - internet customers who stream exactly one of TV or movies churn more (an
   exclusive or).
 
-With ``drift`` on, the second half of the time window moves: more fiber, higher bills
-and a stronger month-to-month effect that grows with time, so older models go stale.
+With ``drift`` on, the second half of the time window moves, more as time goes on:
+more fiber, higher bills, a stronger month-to-month effect, the senior/electronic
+check driver fading and a new one (DSL without online backup) appearing, so models
+trained on older windows rank the newest customers worse.
 Labels are known at ``event_date`` plus a delay (see :func:`label_arrival_dates`).
 """
 
@@ -159,9 +161,12 @@ def _block(
         + 1.9 * (fiber & (monthly > 85))
         - 0.6 * fiber
         + 0.7 * (fiber & unprotected)
-        + 2.0 * (senior & (payment == 0))
+        + (2.0 - 2.0 * drift_strength) * (senior & (payment == 0))
         + 1.6 * (has_internet & streams_one)
         + 0.3 * paperless
+        # Under drift a new driver appears: DSL customers without online backup.
+        + 2.5 * drift_strength * ((internet == 0) & ~add_on_flags["OnlineBackup"])
+        - 1.2 * drift_strength * two_year
     )
     churn = rng.random(rows) < 1 / (1 + np.exp(-(logit + rng.normal(0, 0.3, rows))))
 
