@@ -71,7 +71,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_model.py
 
 up: var/airflow/airflow.db
-	CHURNOPS_EMBEDDED=1 $(BIN)/airflow standalone
+	@echo "Airflow UI: http://127.0.0.1:8080  user: admin"
+	@echo "password: printed by Airflow below, and kept in"
+	@echo "  var/airflow/simple_auth_manager_passwords.json.generated"
+	@echo "The ML Test Score is under 'ML Test Score' in the navigation. Ctrl-C stops."
+	CHURNOPS_EMBEDDED=1 AIRFLOW__API__HOST=127.0.0.1 AIRFLOW__API__PORT=8080 \
+		$(BIN)/airflow standalone
 
 clean:
 	rm -rf var/
