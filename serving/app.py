@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
 from serving.metrics import ServingMetrics
-from serving.predlog import PredictionLog
+from serving.predlog import PredictionLog, hash_feature_rows
 from serving.router import ModelRouter, ServedModel
 from serving.settings import ServingSettings
 from tasks.config import DatasetConfig
@@ -173,15 +173,18 @@ class PredictionService:
 
         frame = pd.DataFrame(customers)
         probabilities: list[float | None] = [None] * len(ids)
+        feature_hashes: list[str | None] = [None] * len(ids)
         failures: dict[str, str] = {}
         for alias in dict.fromkeys(a for a in routes if a):
             rows = [i for i, a in enumerate(routes) if a == alias]
-            failure = self._predict_group(models[alias], frame.iloc[rows], rows)
-            if isinstance(failure, str):
-                failures[alias] = failure
-            else:
-                for row, probability in zip(rows, failure, strict=True):
-                    probabilities[row] = probability
+            outcome = self._predict_group(models[alias], frame.iloc[rows], rows)
+            if isinstance(outcome, str):
+                failures[alias] = outcome
+                continue
+            values, hashes = outcome
+            for row, probability, digest in zip(rows, values, hashes, strict=True):
+                probabilities[row] = probability
+                feature_hashes[row] = digest
 
         latency_ms = (time.perf_counter() - started) * 1000.0
         for alias in dict.fromkeys(a for a in routes if a):
@@ -192,7 +195,15 @@ class PredictionService:
                 error=alias in failures,
             )
         self._log(
-            frame, ids, routes, models, probabilities, failures, latency_ms, source
+            frame,
+            ids,
+            routes,
+            models,
+            probabilities,
+            feature_hashes,
+            failures,
+            latency_ms,
+            source,
         )
         if failures:
             alias, error = next(iter(failures.items()))
@@ -221,15 +232,27 @@ class PredictionService:
     @staticmethod
     def _predict_group(
         model: ServedModel, frame: pd.DataFrame, rows: list[int]
-    ) -> list[float] | str:
+    ) -> tuple[list[float], list[str | None]] | str:
+        """Probabilities and feature hashes, or the error as text.
+
+        A model that can hand back the matrix it was fed (``take_last_features``)
+        gets each row's hash logged for the skew check; others log none.
+        """
+        take_features = getattr(model, "take_last_features", None)
+        hashes: list[str | None] = [None] * len(rows)
         try:
+            if take_features is not None:
+                take_features()  # drop a matrix left by an earlier failed call
             values = model.predict(frame.reset_index(drop=True))
         except Exception as exc:
             log.exception("Model %s failed on %d customers", model.version, len(rows))
             return f"{type(exc).__name__}: {exc}"
+        features = take_features() if take_features is not None else None
+        if features is not None and len(features) == len(rows):
+            hashes = list(hash_feature_rows(features))
         if len(values) != len(rows):
             return f"returned {len(values)} predictions for {len(rows)} customers"
-        return [float(v) for v in values]
+        return [float(v) for v in values], hashes
 
     def _log(
         self,
@@ -238,6 +261,7 @@ class PredictionService:
         routes: list[str | None],
         models: dict[str, ServedModel],
         probabilities: list[float | None],
+        feature_hashes: list[str | None],
         failures: dict[str, str],
         latency_ms: float,
         source: str,
@@ -260,9 +284,10 @@ class PredictionService:
                 "status": "error" if alias in failures else "ok",
                 "latency_ms": round(latency_ms, 3),
                 "source": source,
+                "feature_hash": digest,
             }
-            for customer_id, row_inputs, probability, alias in zip(
-                ids, inputs, probabilities, routes, strict=True
+            for customer_id, row_inputs, probability, digest, alias in zip(
+                ids, inputs, probabilities, feature_hashes, routes, strict=True
             )
         )
 

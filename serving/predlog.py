@@ -4,13 +4,16 @@ Rows are JSON Lines under ``<prefix>/<YYYY-MM-DD>/<HHMMSS.ffffff>-<id>.jsonl`` (
 date is UTC), one file per batch, so a reader never sees a half-written file and
 writers never append to the same object. A row carries the pseudonymized customer id,
 the logged input columns, the probability (None on error), the version and alias that
-served it, the request latency and the traffic source. Raw ids never arrive here: the
-service refuses requests whose ids are not pseudonyms.
+served it, the request latency, the traffic source, and a hash of the feature vector
+the model was fed (``feature_hash``), so monitoring can recompute the features with
+the training code and count examples where serving computed something else. Raw ids
+never arrive here: the service refuses requests whose ids are not pseudonyms.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import math
@@ -19,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tasks.storage import ArtifactStore
@@ -27,6 +31,21 @@ log = logging.getLogger(__name__)
 
 # Rows kept in memory while storage refuses writes, before the oldest are dropped.
 MAX_PENDING_ROWS = 200_000
+# Feature values are rounded to this many decimals before hashing, so a hash changes
+# when a transform does, not when float32 noise differs in the last bit.
+FEATURE_HASH_DECIMALS = 5
+
+
+def hash_feature_rows(matrix: np.ndarray) -> list[str]:
+    """A short stable hash of each row of a model-input matrix.
+
+    Serving logs it and monitoring recomputes it from the logged inputs with the
+    training transform: equal hashes mean equal features, without logging the vector.
+    """
+    rounded = np.round(np.asarray(matrix, dtype=np.float64), FEATURE_HASH_DECIMALS)
+    rounded = np.ascontiguousarray(rounded + 0.0)  # -0.0 and 0.0 hash alike
+    digest = hashlib.blake2b
+    return [digest(row.tobytes(), digest_size=8).hexdigest() for row in rounded]
 
 
 def _plain(value: Any) -> Any:

@@ -55,12 +55,27 @@ class KerasServedModel:
     model: Any
     transform: Any
 
+    _last_features: threading.local = field(
+        default_factory=threading.local, repr=False, compare=False
+    )
+
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         features = self.transform.transform(frame)
+        self._last_features.matrix = features
         if len(features) == 0:
             return np.zeros(0)
         output = self.model(features, training=False)
         return np.asarray(output, dtype=np.float64).reshape(-1)
+
+    def take_last_features(self) -> np.ndarray | None:
+        """The feature matrix this thread's last ``predict`` fed the model, once.
+
+        The service logs a hash of it for the skew check (Mo3) without transforming
+        the rows a second time; a thread-local keeps concurrent requests apart.
+        """
+        matrix: np.ndarray | None = getattr(self._last_features, "matrix", None)
+        self._last_features.matrix = None
+        return matrix
 
 
 def load_served_model(store: ArtifactStore, version: str) -> ServedModel:
