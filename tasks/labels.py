@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from serving.router import ModelLoader, ModelRouter, load_served_model
 from serving.settings import ServingSettings, load_serving_settings
 from tasks.config import ConfigError, DatasetConfig, Settings
 from tasks.pseudonymize import pseudonymize_customers
@@ -184,6 +185,7 @@ def _live_service(
     dataset: DatasetConfig,
     serving: ServingSettings,
     day_clock: _DayClock,
+    load_model: ModelLoader | None,
 ) -> Iterator[tuple[str, Callable[[], None]]]:
     """The configured service, or one started here whose log follows ``day_clock``.
 
@@ -199,7 +201,13 @@ def _live_service(
     from serving.app import build_service, create_app
     from serving.runner import serve_in_thread
 
-    service = build_service(store, serving, dataset, clock=day_clock)
+    router = ModelRouter(
+        store,
+        serving.canary_share,
+        load=load_model or load_served_model,
+        clock=day_clock,
+    )
+    service = build_service(store, serving, dataset, router=router, clock=day_clock)
 
     def flush_log() -> None:
         if service.prediction_log is not None:
@@ -221,6 +229,7 @@ def simulate_live_traffic(
     end: dt.date | None = None,
     store: ArtifactStore | None = None,
     serving: ServingSettings | None = None,
+    load_model: ModelLoader | None = None,
 ) -> dict[str, Any]:
     """Send ``days`` days of live customers (ending ``end``, default yesterday)
     through the prediction service and store each label for its arrival date.
@@ -228,6 +237,8 @@ def simulate_live_traffic(
     The service is ``serving.url`` when set, else one started here on loopback; a
     service started here logs each day's rows under that day. Labels of the last
     ``label_delay_days`` days arrive after ``end``: monitoring sees them later.
+    ``load_model`` replaces the registry's loader in a service started here (tests
+    use it to serve a faulty version).
     """
     if days < 1 or customers_per_day < 1:
         raise TrafficError(
@@ -244,7 +255,10 @@ def simulate_live_traffic(
     started = time.monotonic()
     per_day: list[dict[str, Any]] = []
     label_keys: list[str] = []
-    with _live_service(store, dataset, serving, day_clock) as (url, flush_log):
+    with _live_service(store, dataset, serving, day_clock, load_model) as (
+        url,
+        flush_log,
+    ):
         for day in day_list:
             raw = simulate_day_customers(
                 dataset,
