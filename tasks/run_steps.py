@@ -121,10 +121,17 @@ def _rehearsal_context(ctx: RunContext, scratch: Path, source: str) -> RunContex
         **model.training,
         "max_epochs": int(limits.get("integration_max_epochs", 3)),
     }
+    # The rehearsal proves the steps fit together; a gate's verdict on a small sample
+    # with a tiny search says nothing about this run's model, so none blocks here.
+    gates = {
+        section: {**values, "blocking_tests": []}
+        for section, values in ctx.settings.gates.items()
+    }
     settings = dataclasses.replace(
         ctx.settings,
         storage_root="file://" + str(scratch / "artifacts"),
         score_store_url=f"sqlite:///{scratch / 'scores.db'}",
+        gates=gates,
     )
     return RunContext(
         settings=settings,
@@ -219,9 +226,16 @@ def integration_test_pipeline_step(
                 log.info("Rehearsal step %s failed: %s", name, exc, exc_info=True)
                 break
             durations[name] = round(time.monotonic() - step_started, 2)
+        sample_verdicts = {
+            row.test_id: row.verdict for row in rehearsal.scores.results()
+        }
     elapsed = time.monotonic() - started
 
-    details = {"sample_rows": len(sample), "step_seconds": durations}
+    details = {
+        "sample_rows": len(sample),
+        "step_seconds": durations,
+        "sample_gate_verdicts": sample_verdicts,
+    }
     if failed is None:
         result = GateResult(
             "I3",

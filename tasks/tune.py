@@ -23,13 +23,29 @@ from tasks.model_spec import check_search_space, sample_hyperparameters
 
 log = logging.getLogger(__name__)
 
+# Redraws of one hyperparameter before accepting that its range has a single value.
+MAX_REDRAWS = 50
+
 
 def draw_trials(config: ModelConfig) -> list[dict[str, Any]]:
     """The search's hyperparameter samples, fixed by the model seed."""
     check_search_space(config)
     rng = np.random.default_rng([config.seed, 1])
     count = int(config.search.get("trials", 0))
-    return [sample_hyperparameters(config.hyperparameters, rng) for _ in range(count)]
+    trials = [sample_hyperparameters(config.hyperparameters, rng) for _ in range(count)]
+    # Pure chance can leave a small choice (1 to 3 layers, three batch sizes) at one
+    # value over a short search; redraw it in later trials until it varies, so every
+    # declared range is explored whenever the search has two trials or more.
+    for name in config.hyperparameters:
+        single = {name: config.hyperparameters[name]}
+        for trial in trials[1:]:
+            if len({repr(t[name]) for t in trials}) > 1:
+                break
+            for _ in range(MAX_REDRAWS):
+                trial[name] = sample_hyperparameters(single, rng)[name]
+                if repr(trial[name]) != repr(trials[0][name]):
+                    break
+    return trials
 
 
 def _start_worker() -> None:

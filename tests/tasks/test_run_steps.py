@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gates.result import GateFailed
+from gates.result import GateFailed, GateResult, Verdict
 from gates.store import ScoreStore
 from tasks import data_steps, model_steps
 from tasks.config import load_settings
@@ -88,6 +88,23 @@ def test_integration_test_pipeline_step_passes_on_a_sample(ctx: RunContext) -> N
     assert _i3(ctx).verdict == "pass"
     # The rehearsal's own gates went to a scratch store, not this run's.
     assert {r.test_id for r in ctx.scores.results(run_id=ctx.run_id)} <= {"D1", "I3"}
+
+
+def test_integration_test_pipeline_step_gate_verdicts_on_the_sample_do_not_block(
+    ctx: RunContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gate that rejects the tiny rehearsal model is noted, not a broken pipeline."""
+    from gates import model as model_gates
+
+    def always_rejects(*args: object, **kwargs: object) -> GateResult:
+        return GateResult("M3", Verdict.FAIL, "the search never varied anything")
+
+    monkeypatch.setattr(model_gates, "check_hyperparameter_search", always_rejects)
+
+    out = integration_test_pipeline_step(ctx, _ingested(ctx), key=KEY)
+
+    assert out["I3"] == "pass"
+    assert out["sample_gate_verdicts"]["M3"] == "fail"
 
 
 def test_integration_test_pipeline_step_names_the_broken_step(

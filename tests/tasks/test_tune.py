@@ -44,3 +44,18 @@ def test_search_hyperparameters_two_workers(
     assert [r["trial"] for r in results] != [] and len(results) == 2
     assert results[0]["val_auc"] >= results[1]["val_auc"]
     assert {r["epochs"] for r in results} == {1}
+
+
+def test_draw_trials_varies_every_hyperparameter_in_a_short_search(
+    model_config: ModelConfig,
+) -> None:
+    """Two trials already explore two values of every range, for any seed."""
+    import dataclasses
+
+    for seed in range(40):
+        config = dataclasses.replace(
+            model_config, seed=seed, search={**model_config.search, "trials": 2}
+        )
+        trials = draw_trials(config)
+        for name in config.hyperparameters:
+            assert trials[0][name] != trials[1][name], (seed, name)
