@@ -51,11 +51,20 @@ var/airflow/airflow.db: $(STAMP)
 
 demo: var/airflow/airflow.db
 	@mkdir -p var/demo
-	@echo "== churn_training on synthetic customers (full log: var/demo/training.log)"
+	@status=0; \
+	echo "== 1/3 churn_training on synthetic customers (log: var/demo/training.log)"; \
 	CHURNOPS_EMBEDDED=1 $(BIN)/airflow dags test churn_training 2>&1 \
-		| tee var/demo/training.log | $(PROGRESS)
-	@echo "== ML Test Score"
-	@$(BIN)/churnops report
+		| tee var/demo/training.log | $(PROGRESS) || status=1; \
+	echo "== 2/3 a week of live traffic through the prediction service, late labels"; \
+	CHURNOPS_EMBEDDED=1 $(BIN)/churnops simulate-traffic --days 7 \
+		>var/demo/traffic.log 2>&1 && tail -n 12 var/demo/traffic.log || status=1; \
+	echo "== 3/3 churn_monitoring (log: var/demo/monitoring.log)"; \
+	CHURNOPS_EMBEDDED=1 $(BIN)/airflow dags test churn_monitoring 2>&1 \
+		| tee var/demo/monitoring.log | $(PROGRESS) || status=1; \
+	echo "== ML Test Score of the production model"; \
+	$(BIN)/churnops report; \
+	if [ $$status -ne 0 ]; then echo "A step failed: see var/demo/*.log"; fi; \
+	exit $$status
 
 test: $(STAMP)
 	$(BIN)/pytest

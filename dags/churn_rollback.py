@@ -19,7 +19,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
+
+# The same asset churn_training's promotion updates: monitoring follows production.
+PRODUCTION_MODEL = Asset(
+    name="churnops_production_model", uri="churnops://registry/production"
+)
 
 DEFAULT_ARGS = {
     "owner": "churnops",
@@ -64,7 +69,7 @@ def churn_rollback() -> None:
         actor = getattr(dag_run, "triggering_user_name", None) or "airflow"
         return run_target("tasks.deploy:validate_rollback_step", {"actor": actor})
 
-    @task
+    @task(outlets=[PRODUCTION_MODEL])
     def roll_back(request: dict[str, Any]) -> dict[str, Any]:
         """Move `production` to the target; a retry after success changes nothing."""
         from _support import run_target

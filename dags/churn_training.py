@@ -16,7 +16,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from airflow.sdk import Param, TaskGroup, dag, task
+from airflow.sdk import Asset, Param, TaskGroup, dag, task
+
+# Updated whenever production changes; churn_monitoring runs on it.
+PRODUCTION_MODEL = Asset(
+    name="churnops_production_model", uri="churnops://registry/production"
+)
 
 DEFAULT_ARGS = {
     "owner": "churnops",
@@ -31,11 +36,12 @@ def step(
     doc: str,
     *,
     trigger_rule: str = "all_success",
+    outlets: list[Asset] | None = None,
     **inputs: Any,
 ) -> Any:
     """A task that runs the churnops step ``target`` on its upstream results."""
 
-    @task(task_id=task_id, doc_md=doc, trigger_rule=trigger_rule)
+    @task(task_id=task_id, doc_md=doc, trigger_rule=trigger_rule, outlets=outlets or [])
     def run(inputs: dict[str, Any]) -> Any:
         from _support import run_target
 
@@ -255,6 +261,7 @@ def churn_training() -> None:
             "promote",
             "tasks.deploy:promote_model_step",
             "Move the production alias to the candidate; record the deployment.",
+            outlets=[PRODUCTION_MODEL],
             registered=registered,
             canaried=canaried,
         )

@@ -496,6 +496,7 @@ def render_dashboard(
 <div class="big" data-score="{report.final_score:g}">{report.final_score:g}
 <small>/ 7</small></div>
 <p>{_e(report.band)}</p>
+<p class="verdicts">{_e(report.verdict_summary())}</p>
 <p class="muted">2016 scale: {report.final_score_2016:g} / 14. The final score is
 the lowest of the four section sums.</p>{failure_note}
 </div>

@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from gates.result import Verdict
@@ -33,6 +34,7 @@ def render_table(report: Report) -> str:
         f"Final score: {report.final_score:g} of 7 "
         f"(2016 scale: {report.final_score_2016:g} of 14)",
         report.band,
+        *textwrap.wrap(report.verdict_summary(), 88),
         "",
         "  ".join(f"{SECTIONS[s]}: {v:g}" for s, v in report.sections.items()),
         "",
@@ -58,6 +60,8 @@ def render_markdown(report: Report) -> str:
         f"# ML Test Score: {report.scope}",
         "",
         f"**Final score: {report.final_score:g} / 7** — {report.band}",
+        "",
+        report.verdict_summary(),
         "",
         "| Section | Score |",
         "|---|---|",
@@ -138,6 +142,27 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate_traffic(args: argparse.Namespace) -> int:
+    import os
+
+    from tasks.config import load_settings
+    from tasks.labels import simulate_live_traffic
+    from tasks.pseudonymize import resolve_pseudonymization_key
+
+    embedded = os.environ.get("CHURNOPS_EMBEDDED", "") == "1"
+    key = resolve_pseudonymization_key(allow_generated_key=embedded)
+    summary = simulate_live_traffic(
+        load_settings(),
+        days=args.days,
+        customers_per_day=args.customers_per_day,
+        key=key,
+        drift=args.drift,
+        seed=args.seed,
+    )
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="churnops", description="The churn pipeline's ML Test Score."
@@ -188,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--drift", action="store_true")
     generate.add_argument("--out", required=True, help="Parquet file to write")
     generate.set_defaults(handler=_generate)
+
+    simulate = commands.add_parser(
+        "simulate-traffic",
+        help="send days of synthetic customers through the prediction service and "
+        "store their late labels",
+    )
+    simulate.add_argument("--days", type=int, default=7)
+    simulate.add_argument("--customers-per-day", type=int, default=150)
+    simulate.add_argument("--drift", action="store_true", help="switch drift on")
+    simulate.add_argument("--seed", type=int, default=2027)
+    simulate.set_defaults(handler=_simulate_traffic)
     return parser
 
 

@@ -71,6 +71,22 @@ class Report:
         """The same score on the 2016 scale, which doubled every point and band."""
         return self.final_score * 2
 
+    def verdict_summary(self) -> str:
+        """Counts of each verdict, naming the tests that did not reach a pass.
+
+        Points say a test is in place; this line keeps what the tests found next to
+        the score, so a full score with open questions never reads as a clean one.
+        """
+        order = [v.value for v in Verdict]
+        counts = {v: [t.id for t in self.tests if t.verdict == v] for v in order}
+        parts = []
+        for verdict, ids in counts.items():
+            if not ids:
+                continue
+            named = "" if verdict == Verdict.PASS.value else f" ({', '.join(ids)})"
+            parts.append(f"{len(ids)} {verdict}{named}")
+        return "Verdicts: " + "; ".join(parts)
+
     @property
     def blocking_failures(self) -> list[TestLine]:
         return [t for t in self.tests if t.verdict == Verdict.FAIL.value]
@@ -84,6 +100,7 @@ class Report:
             "band": self.band,
             "sections": self.sections,
             "weakest_sections": self.weakest_sections,
+            "verdicts": self.verdict_summary(),
             "tests": [asdict(test) for test in self.tests],
         }
 

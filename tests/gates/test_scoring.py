@@ -112,3 +112,20 @@ def test_report_for_model_takes_latest_across_runs(sqlite_url: str) -> None:
 
     [mo4] = [t for t in report.tests if t.id == "Mo4"]
     assert (mo4.verdict, mo4.run_id) == ("fail", "m1")
+
+
+def test_report_verdict_summary_names_open_questions(sqlite_url: str) -> None:
+    """Full points with tests that could not conclude still say which ones."""
+    store = ScoreStore.open(sqlite_url)
+    store.start_run("churn_training", "r1", model_version="v1")
+    for test in RUBRIC:
+        verdict = Verdict.INSUFFICIENT if test.id in ("M2", "I7") else Verdict.PASS
+        store.record("churn_training", "r1", GateResult(test.id, verdict, "checked"))
+
+    report = report_for_model(store, "v1")
+
+    assert report.final_score == 7.0
+    assert report.verdict_summary() == (
+        "Verdicts: 26 pass; 2 insufficient evidence (M2, I7)"
+    )
+    assert report.to_dict()["verdicts"] == report.verdict_summary()
