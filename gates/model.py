@@ -384,12 +384,16 @@ def check_inclusion(
     min_share: float,
     max_proxy_auc: float,
     proxy_verdict: str,
+    min_group_positives: int = 0,
 ) -> GateResult:
     """Equal opportunity, representation and proxies for each protected attribute.
 
     ``proxy_aucs[attribute][feature]`` is how well the feature alone predicts the
     attribute. A TPR gap or an under-represented group fails; a proxy feature gets
-    ``proxy_verdict`` because whether it is acceptable is a person's call.
+    ``proxy_verdict`` because whether it is acceptable is a person's call. A gap is
+    judged only where every group has ``min_group_positives`` churners in the
+    holdout: on fewer, a true-positive rate is mostly noise, and the attribute is
+    reported as lacking evidence instead of passing or failing.
     """
     if not groups:
         return insufficient(
@@ -397,6 +401,7 @@ def check_inclusion(
         )
     predicted = (probabilities >= decision_threshold).astype(float)
     failures: list[str] = []
+    unjudged: list[str] = []
     proxies: list[str] = []
     per_attribute: dict[str, Any] = {}
     worst_gap = 0.0
@@ -415,6 +420,15 @@ def check_inclusion(
                 )
         tprs = [r["tpr"] for r in rates.values() if math.isfinite(r["tpr"])]
         gap = max(tprs) - min(tprs) if len(tprs) > 1 else 0.0
+        positives = {g: int(y[labels == g].sum()) for g in rates}
+        too_few = {g: n for g, n in positives.items() if n < min_group_positives}
+        if too_few:
+            unjudged.append(
+                f"{attribute}: too few churners to compare true-positive rates "
+                f"({', '.join(f'{g}: {n}' for g, n in too_few.items())}; at least "
+                f"{min_group_positives} per group needed)"
+            )
+            gap = 0.0
         worst_gap = max(worst_gap, gap)
         if gap > max_gap:
             low = min(rates, key=lambda g: rates[g]["tpr"])
@@ -432,7 +446,16 @@ def check_inclusion(
         return GateResult(
             "M7",
             Verdict.FAIL,
-            "; ".join(failures + proxies),
+            "; ".join(failures + unjudged + proxies),
+            value=worst_gap,
+            threshold=max_gap,
+            details=details,
+        )
+    if unjudged:
+        return insufficient(
+            "M7",
+            "; ".join(unjudged + proxies)
+            + "; a larger holdout, or a longer window, would settle it",
             value=worst_gap,
             threshold=max_gap,
             details=details,

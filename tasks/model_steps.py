@@ -453,6 +453,7 @@ def check_inclusion_step(
             min_share=float(_setting(ctx, "min_group_share")),
             max_proxy_auc=float(_setting(ctx, "max_proxy_auc")),
             proxy_verdict=str(_setting(ctx, "proxy_verdict")),
+            min_group_positives=int(_setting(ctx, "min_group_positives")),
         ),
     )
     return _summary(result)

@@ -341,6 +341,21 @@ def test_check_inclusion_under_represented_group() -> None:
     assert "SeniorCitizen=1 is 2.0% of the holdout" in result.reason
 
 
+def test_check_inclusion_small_group_is_insufficient_evidence() -> None:
+    """A gap between groups with a handful of churners is not judged either way."""
+    d = _inclusion(biased=True)
+    small = {
+        "y": d["y"][:60],
+        "p": d["p"][:60],
+        "groups": {"gender": d["groups"]["gender"][:60]},
+    }
+    result = check_inclusion(
+        small["y"], small["p"], small["groups"], {}, **_M7, min_group_positives=50
+    )
+    assert result.verdict is Verdict.INSUFFICIENT
+    assert "too few churners to compare true-positive rates" in result.reason
+
+
 @pytest.mark.slow
 def test_check_simpler_model_on_telco_says_tie(telco_csv: Path) -> None:
     """On the real Telco table the network is no better than logistic regression."""

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from gates.rubric import RUBRIC
 from gates.store import ScoreStore
@@ -65,6 +66,15 @@ def test_churn_training_runs_on_celery_with_postgres(
     engine.dispose()
     model_yaml = tmp_path / "model.yaml"
     model_yaml.write_text(SMALL_MODEL)
+    # Verdicts on a 3,000-row sample with a tiny search are noise; this test is about
+    # the executor, so no gate blocks here (gate tests live beside each gate).
+    settings = yaml.safe_load((PROJECT_ROOT / "config" / "churnops.yaml").read_text())
+    for section in settings["gates"].values():
+        section["blocking_tests"] = []
+    settings["dataset"] = str(PROJECT_ROOT / "config" / "datasets" / "synthetic.yaml")
+    settings["model"] = str(model_yaml)
+    settings_yaml = tmp_path / "churnops.yaml"
+    settings_yaml.write_text(yaml.safe_dump(settings))
     api_port = free_port()
     env = {
         **os.environ,
@@ -87,7 +97,7 @@ def test_churn_training_runs_on_celery_with_postgres(
         "AIRFLOW__API_AUTH__JWT_SECRET": "test-only-secret-" + "x" * 32,
         "CHURNOPS_STORAGE_ROOT": str(tmp_path / "artifacts"),
         "CHURNOPS_SCORE_DB_URL": scores_url,
-        "CHURNOPS_MODEL": str(model_yaml),
+        "CHURNOPS_SETTINGS": str(settings_yaml),
         "CHURNOPS_PSEUDONYMIZATION_KEY": "celery-test-key-" + "k" * 24,
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
