@@ -34,10 +34,10 @@ from serving.settings import ServingSettings, load_serving_settings
 from tasks.config import ConfigError, DatasetConfig
 from tasks.context import RunContext
 from tasks.registry import (
-    ALIASES_PREFIX,
     AliasConflict,
     RegistryError,
     alias_history,
+    clear_alias,
     list_versions,
     move_alias,
     resolve_alias,
@@ -535,49 +535,6 @@ def check_canary(
         threshold=limit,
         details=details,
     )
-
-
-def clear_alias(
-    store: ArtifactStore,
-    alias: str,
-    *,
-    actor: str,
-    reason: str,
-    clock: Callable[[], dt.datetime],
-) -> str | None:
-    """Unset an alias atomically, keeping its history; returns what it pointed at.
-
-    TODO: move into tasks.registry (next to move_alias) once its owner adds an
-    unset operation; this writes the registry's alias document format directly.
-    """
-    key = f"{ALIASES_PREFIX}/{alias}.json"
-    for _ in range(5):
-        data, token = store.read_versioned(key)
-        document = json.loads(data) if data is not None else None
-        current = document["version"] if document else None
-        if current is None:
-            return None
-        move = {
-            "version": None,
-            "previous": current,
-            "actor": actor,
-            "reason": reason,
-            "at": clock().astimezone(dt.UTC).isoformat(),
-        }
-        history = [*(document["history"] if document else []), move]
-        written = store.write_if_unchanged(
-            key,
-            json.dumps({"alias": alias, **move, "history": history}, indent=2).encode(
-                "utf-8"
-            ),
-            token,
-        )
-        if written:
-            log.info(
-                "Alias %s cleared (was %s) by %s: %s", alias, current, actor, reason
-            )
-            return str(current)
-    raise AliasConflict(f"alias {alias!r} kept moving while clearing it; try again")
 
 
 def _traffic_records(

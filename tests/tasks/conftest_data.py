@@ -1,7 +1,7 @@
 """Helpers for the data-path tests: a tiny contract, small sources, run contexts.
 
-Import them explicitly (``from tests.tasks.conftest_data import ...``); the lead
-owns ``tests/conftest.py``.
+Import them explicitly (``from tests.tasks.conftest_data import ...``): they are not
+registered in ``tests/conftest.py``, so each test module says what it uses.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Fixtures for the model path: small synthetic frames, a fitted transform, Keras.
 
-Import them explicitly (``from tests.tasks.conftest_model import ...``); the lead
-owns ``tests/conftest.py``.
+Import them explicitly (``from tests.tasks.conftest_model import ...``): they are not
+registered in ``tests/conftest.py``, so each test module says what it uses.
 """
 
 from __future__ import annotations

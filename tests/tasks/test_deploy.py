@@ -197,7 +197,7 @@ def test_canary_first_release_compares_with_thresholds_only(
     registry: Registry, tmp_path: Path
 ) -> None:
     """With no production model the reason says so and all traffic meets the canary."""
-    from tasks.deploy import clear_alias
+    from tasks.registry import clear_alias
 
     clear_alias(
         registry.store, "production", actor="t", reason="t", clock=registry.clock
