@@ -17,7 +17,13 @@ from typing import Any
 
 from gates.result import GateResult
 from gates.store import ScoreStore
-from tasks.config import DatasetConfig, ModelConfig, Settings, load_dataset
+from tasks.config import (
+    ConfigError,
+    DatasetConfig,
+    ModelConfig,
+    Settings,
+    load_dataset,
+)
 from tasks.storage import ArtifactStore, open_store
 
 
@@ -66,4 +72,22 @@ class RunContext:
     def record(self, result: GateResult) -> GateResult:
         """Write a gate result to the score store under this run and return it."""
         self.scores.record(self.dag_id, self.run_id, result)
+        return result
+
+    def gate_setting(self, section: str, name: str) -> Any:
+        """One threshold from ``gates.<section>`` of the settings, or a clear error."""
+        values = self.settings.gate_settings(section)
+        if name not in values:
+            raise ConfigError(
+                f"gates.{section}.{name} is not set in the settings file; add it (see "
+                "config/churnops.yaml for the default)"
+            )
+        return values[name]
+
+    def stop_if_blocking(self, section: str, result: GateResult) -> GateResult:
+        """Raise GateFailed for a failed test listed in ``gates.<section>``'s
+        ``blocking_tests``; other results, and other tests, let the run go on."""
+        blocking = self.settings.gate_settings(section).get("blocking_tests", [])
+        if result.test_id in blocking:
+            result.raise_if_failed()
         return result

@@ -32,7 +32,7 @@ import pandas as pd
 
 from gates import data as data_gates
 from gates.result import GateFailed, GateResult, Verdict, insufficient
-from tasks.config import PROJECT_ROOT, ConfigError, DatasetConfig, ModelConfig
+from tasks.config import PROJECT_ROOT, DatasetConfig, ModelConfig
 from tasks.context import RunContext
 from tasks.features import (
     FeatureTransform,
@@ -72,18 +72,11 @@ def _settings(ctx: RunContext) -> dict[str, Any]:
 
 
 def _setting(ctx: RunContext, name: str) -> Any:
-    values = _settings(ctx)
-    if name not in values:
-        raise ConfigError(
-            f"gates.data.{name} is not set in the settings file; add it (see "
-            "config/churnops.yaml for the default)"
-        )
-    return values[name]
+    return ctx.gate_setting("data", name)
 
 
 def _blocking(ctx: RunContext, result: GateResult) -> None:
-    if result.test_id in _settings(ctx).get("blocking_tests", []):
-        result.raise_if_failed()
+    ctx.stop_if_blocking("data", result)
 
 
 def _read_frame(store: ArtifactStore, key: str) -> pd.DataFrame:

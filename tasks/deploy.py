@@ -31,7 +31,7 @@ from gates.result import GateFailed, GateResult, Verdict, insufficient
 from gates.store import ScoreStore
 from serving.router import ModelLoader, ModelRouter, load_served_model
 from serving.settings import ServingSettings, load_serving_settings
-from tasks.config import ConfigError, DatasetConfig
+from tasks.config import DatasetConfig
 from tasks.context import RunContext
 from tasks.registry import (
     AliasConflict,
@@ -77,13 +77,7 @@ class PromotionConflict(DeploymentError):
 
 
 def _setting(ctx: RunContext, name: str) -> Any:
-    values = ctx.settings.gate_settings("deployment")
-    if name not in values:
-        raise ConfigError(
-            f"gates.deployment.{name} is not set in the settings file; add it (see "
-            "config/churnops.yaml for the default)"
-        )
-    return values[name]
+    return ctx.gate_setting("deployment", name)
 
 
 def _version_of(result: Mapping[str, Any]) -> str:

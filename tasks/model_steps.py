@@ -35,7 +35,7 @@ import pandas as pd
 from gates import infrastructure as infra_gates
 from gates import model as model_gates
 from gates.result import GateResult, insufficient
-from tasks.config import ConfigError, DatasetConfig
+from tasks.config import DatasetConfig
 from tasks.context import RunContext
 from tasks.features import FeatureTransform, encode_label
 from tasks.registry import (
@@ -82,21 +82,13 @@ def _settings(ctx: RunContext) -> dict[str, Any]:
 
 
 def _setting(ctx: RunContext, name: str) -> Any:
-    values = _settings(ctx)
-    if name not in values:
-        raise ConfigError(
-            f"gates.model.{name} is not set in the settings file; add it (see "
-            "config/churnops.yaml for the default)"
-        )
-    return values[name]
+    return ctx.gate_setting("model", name)
 
 
 def _finish(ctx: RunContext, result: GateResult) -> GateResult:
     """Record the result, then stop the run if it failed and the test blocks."""
     ctx.record(result)
-    if result.test_id in _settings(ctx).get("blocking_tests", []):
-        result.raise_if_failed()
-    return result
+    return ctx.stop_if_blocking("model", result)
 
 
 def _summary(result: GateResult) -> dict[str, Any]:

@@ -31,7 +31,6 @@ import pandas as pd
 
 from gates import monitoring as gates
 from gates.result import GateResult, Verdict, insufficient
-from tasks.config import ConfigError
 from tasks.context import RunContext
 from tasks.registry import get_version, resolve_alias, version_key
 from tasks.storage import ArtifactStore
@@ -69,13 +68,7 @@ class MonitoringAlert(RuntimeError):
 
 
 def _setting(ctx: RunContext, name: str) -> Any:
-    values = ctx.settings.gate_settings("monitoring")
-    if name not in values:
-        raise ConfigError(
-            f"gates.monitoring.{name} is not set in the settings file; add it (see "
-            "config/churnops.yaml for the default)"
-        )
-    return values[name]
+    return ctx.gate_setting("monitoring", name)
 
 
 def _summary(result: GateResult) -> dict[str, Any]:

@@ -12,7 +12,10 @@ import pytest
 
 # Fixture modules imported by test modules: let pytest rewrite their asserts too.
 pytest.register_assert_rewrite(
-    "tests.tasks.conftest_model", "tests.serving.conftest_serving"
+    "tests.tasks.conftest_data",
+    "tests.tasks.conftest_model",
+    "tests.tasks.conftest_monitoring",
+    "tests.serving.conftest_serving",
 )
 
 # Keep TensorFlow quiet and small on a shared 2-core machine.
