@@ -30,6 +30,9 @@ from tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
+# An epoch at least this long is logged at INFO, so a long training shows progress.
+PROGRESS_EPOCH_SECONDS = 5.0
+
 _STATE_NAME = re.compile(r"epoch-(\d{4})\.json$")
 # Seed generator states are [seed, counter]; each epoch starts its counter here.
 _EPOCH_COUNTER_STRIDE = 1_000_000
@@ -250,6 +253,7 @@ def train_churn_model(
 
         while not state["stopped_early"] and state["epoch"] < max_epochs:
             epoch = int(state["epoch"]) + 1
+            epoch_started = time.perf_counter()
             _reset_epoch_randomness(model, seed, epoch)
             order = _epoch_order(seed, epoch, len(x_train))
             fit = model.fit(
@@ -286,7 +290,19 @@ def train_churn_model(
                 checkpoints.store.upload(
                     checkpoints.key("tensorboard"), tmp / "tensorboard"
                 )
-            log.debug("Epoch %d: loss %.5f, val_loss %.5f", epoch, loss, val_loss)
+            # Long epochs (a million customers) show progress; short ones stay quiet.
+            epoch_seconds = time.perf_counter() - epoch_started
+            log.log(
+                logging.INFO
+                if epoch_seconds >= PROGRESS_EPOCH_SECONDS
+                else logging.DEBUG,
+                "Epoch %d of at most %d: loss %.5f, val_loss %.5f, %.1f s",
+                epoch,
+                max_epochs,
+                loss,
+                val_loss,
+                epoch_seconds,
+            )
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 raise TrainingInterrupted(
                     f"training stopped after epoch {epoch} as asked"
