@@ -15,6 +15,7 @@ import inspect
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -67,11 +68,23 @@ def embedded() -> bool:
     return os.environ.get("CHURNOPS_EMBEDDED", "") == "1"
 
 
+def task_log_dir() -> Path | None:
+    """This run's folder of task logs, where Airflow writes them locally."""
+    from airflow.configuration import conf
+    from airflow.sdk import get_current_context
+
+    dag_run = get_current_context()["dag_run"]
+    base = Path(conf.get("logging", "base_log_folder"))
+    folder = base / f"dag_id={dag_run.dag_id}" / f"run_id={dag_run.run_id}"
+    return folder if folder.is_dir() else None
+
+
 # Runtime services a step may ask for by naming a parameter.
 SERVICES = {
     "key": pseudonymization_key,
     "allow_generated_key": embedded,
     "embedded": embedded,
+    "task_log_dir": task_log_dir,
 }
 
 

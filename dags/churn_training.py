@@ -282,7 +282,7 @@ def churn_training() -> None:
         registered >> lead_time >> promoted
         privacy = step(
             "scan_privacy",
-            "tasks.data_steps:scan_privacy_step",
+            "tasks.run_steps:scan_privacy_step",
             "D5: every artifact this run wrote, scanned for raw customer ids.",
             trigger_rule="all_done",
         )

@@ -259,6 +259,27 @@ def integration_test_pipeline_step(
     return {"I3": result.verdict.value, "seconds": round(elapsed, 1), **details}
 
 
+def scan_privacy_step(
+    ctx: RunContext, task_log_dir: Path | None = None
+) -> dict[str, Any]:
+    """D5 over everything the run wrote, its task logs included.
+
+    Task logs are the artifact most likely to leak an identifier by accident (an
+    error message quoting a row), so the run's log folder is copied next to its other
+    artifacts, where it is kept with them and scanned like them.
+    """
+    from tasks.data_steps import scan_privacy_step as scan_artifacts
+
+    copied = 0
+    if task_log_dir is not None and task_log_dir.is_dir():
+        for path in sorted(p for p in task_log_dir.rglob("*") if p.is_file()):
+            relative = path.relative_to(task_log_dir).as_posix()
+            ctx.store.write_bytes(ctx.key("logs", relative), path.read_bytes())
+            copied += 1
+    log.info("Copied %d task log file(s) of run %s for the scan", copied, ctx.run_id)
+    return {**scan_artifacts(ctx), "task_logs": copied}
+
+
 def report_run_step(ctx: RunContext) -> dict[str, Any]:
     """Log the run's ML Test Score and return its headline figures."""
     from gates.cli import render_table

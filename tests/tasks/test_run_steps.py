@@ -20,6 +20,7 @@ from tasks.run_steps import (
     integration_test_pipeline_step,
     production_inputs_since,
     report_run_step,
+    scan_privacy_step,
     start_run_step,
 )
 
@@ -167,3 +168,24 @@ def test_report_run_step_returns_the_headline(ctx: RunContext) -> None:
     out = report_run_step(ctx)
     assert out["final_score"] == 0
     assert out["failed_gates"] == []
+
+
+def test_scan_privacy_step_finds_a_raw_id_in_a_task_log(
+    ctx: RunContext, tmp_path: Path
+) -> None:
+    """A task log that quotes a raw customer id fails D5, like any other artifact."""
+    ingested = _ingested(ctx)
+    leaked = ctx.store.read_bytes(ingested["raw_snapshot"])
+    from tasks.ingest import parquet_to_frame
+
+    raw_id = str(parquet_to_frame(leaked)["customerID"].iloc[0])
+    logs = tmp_path / "task-logs" / "task_id=validate"
+    logs.mkdir(parents=True)
+    (logs / "attempt=1.log").write_text(f"bad row for customer {raw_id}\n")
+
+    with pytest.raises(GateFailed, match="logs/task_id=validate/attempt=1.log"):
+        scan_privacy_step(ctx, task_log_dir=tmp_path / "task-logs")
+
+    [d5] = [r for r in ctx.scores.results(run_id=ctx.run_id) if r.test_id == "D5"]
+    assert d5.verdict == "fail"
+    assert ctx.store.exists(ctx.key("logs", "task_id=validate", "attempt=1.log"))
