@@ -183,7 +183,7 @@ def test_scan_privacy_step_finds_a_raw_id_in_a_task_log(
     logs.mkdir(parents=True)
     (logs / "attempt=1.log").write_text(f"bad row for customer {raw_id}\n")
 
-    with pytest.raises(GateFailed, match="logs/task_id=validate/attempt=1.log"):
+    with pytest.raises(GateFailed, match=r"logs/task_id=validate/attempt=1\.log"):
         scan_privacy_step(ctx, task_log_dir=tmp_path / "task-logs")
 
     [d5] = [r for r in ctx.scores.results(run_id=ctx.run_id) if r.test_id == "D5"]
