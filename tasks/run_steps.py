@@ -170,65 +170,79 @@ def integration_test_pipeline_step(
     durations: dict[str, float] = {}
     failed: tuple[str, Exception] | None = None
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="churnops-rehearsal-") as tmp:
-        scratch = Path(tmp)
-        (scratch / "sample.parquet").write_bytes(frame_to_parquet(sample))
-        rehearsal = _rehearsal_context(ctx, scratch, f"file://{scratch}/sample.parquet")
-        steps: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
-            ("ingest", lambda r: data_steps.ingest_customers_step(rehearsal)),
-            (
-                "pseudonymize",
-                lambda r: data_steps.pseudonymize_customers_step(
-                    rehearsal,
-                    r["ingest"],
-                    key=key,
-                    allow_generated_key=allow_generated_key,
+    # The sample's gate verdicts go to a scratch store; logged like the real run's,
+    # they would read as this run's verdicts, so the rehearsal does not log them.
+    store_log = logging.getLogger("gates.store")
+    store_level = store_log.level
+    store_log.setLevel(logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory(prefix="churnops-rehearsal-") as tmp:
+            scratch = Path(tmp)
+            (scratch / "sample.parquet").write_bytes(frame_to_parquet(sample))
+            rehearsal = _rehearsal_context(
+                ctx, scratch, f"file://{scratch}/sample.parquet"
+            )
+            steps: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
+                ("ingest", lambda r: data_steps.ingest_customers_step(rehearsal)),
+                (
+                    "pseudonymize",
+                    lambda r: data_steps.pseudonymize_customers_step(
+                        rehearsal,
+                        r["ingest"],
+                        key=key,
+                        allow_generated_key=allow_generated_key,
+                    ),
                 ),
-            ),
-            (
-                "validate",
-                lambda r: data_steps.validate_customers_step(
-                    rehearsal, r["pseudonymize"]
+                (
+                    "validate",
+                    lambda r: data_steps.validate_customers_step(
+                        rehearsal, r["pseudonymize"]
+                    ),
                 ),
-            ),
-            (
-                "build_features",
-                lambda r: data_steps.build_features_step(rehearsal, r["validate"]),
-            ),
-            (
-                "tune",
-                lambda r: model_steps.tune_model_step(rehearsal, r["build_features"]),
-            ),
-            (
-                "train",
-                lambda r: model_steps.train_model_step(rehearsal, r["build_features"]),
-            ),
-            (
-                "register",
-                lambda r: model_steps.register_model_step(
-                    rehearsal, r["build_features"]
+                (
+                    "build_features",
+                    lambda r: data_steps.build_features_step(rehearsal, r["validate"]),
                 ),
-            ),
-            (
-                "stage",
-                lambda r: deploy.stage_model_step(
-                    rehearsal, r["register"], r["build_features"]
+                (
+                    "tune",
+                    lambda r: model_steps.tune_model_step(
+                        rehearsal, r["build_features"]
+                    ),
                 ),
-            ),
-        ]
-        outputs: dict[str, Any] = {}
-        for name, run in steps:
-            step_started = time.monotonic()
-            try:
-                outputs[name] = run(outputs)
-            except Exception as exc:  # any broken step fails the rehearsal
-                failed = (name, exc)
-                log.info("Rehearsal step %s failed: %s", name, exc, exc_info=True)
-                break
-            durations[name] = round(time.monotonic() - step_started, 2)
-        sample_verdicts = {
-            row.test_id: row.verdict for row in rehearsal.scores.results()
-        }
+                (
+                    "train",
+                    lambda r: model_steps.train_model_step(
+                        rehearsal, r["build_features"]
+                    ),
+                ),
+                (
+                    "register",
+                    lambda r: model_steps.register_model_step(
+                        rehearsal, r["build_features"]
+                    ),
+                ),
+                (
+                    "stage",
+                    lambda r: deploy.stage_model_step(
+                        rehearsal, r["register"], r["build_features"]
+                    ),
+                ),
+            ]
+            outputs: dict[str, Any] = {}
+            for name, run in steps:
+                step_started = time.monotonic()
+                try:
+                    outputs[name] = run(outputs)
+                except Exception as exc:  # any broken step fails the rehearsal
+                    failed = (name, exc)
+                    log.info("Rehearsal step %s failed: %s", name, exc, exc_info=True)
+                    break
+                durations[name] = round(time.monotonic() - step_started, 2)
+            sample_verdicts = {
+                row.test_id: row.verdict for row in rehearsal.scores.results()
+            }
+    finally:
+        store_log.setLevel(store_level)
     elapsed = time.monotonic() - started
 
     details = {
