@@ -89,3 +89,15 @@ def test_training_dag_groups_follow_rubric_sections(dag_bag: object) -> None:
     groups = {task.task_id.split(".")[0] for task in dag.tasks if "." in task.task_id}
     assert groups == {"features_and_data", "model_development", "ml_infrastructure"}
     assert dag.params["allow_dirty_spec"] is False
+
+
+def test_production_changes_trigger_monitoring(dag_bag: object) -> None:
+    """Promotion and rollback update the asset that churn_monitoring is scheduled on."""
+    dags = dag_bag.dags  # type: ignore[attr-defined]
+    promote = dags["churn_training"].get_task("ml_infrastructure.promote")
+    roll_back = dags["churn_rollback"].get_task("roll_back")
+    condition = dags["churn_monitoring"].timetable.asset_condition
+    watched = {asset.name for asset in getattr(condition, "objects", [condition])}
+    assert {a.name for a in promote.outlets} == {"churnops_production_model"}
+    assert {a.name for a in roll_back.outlets} == {"churnops_production_model"}
+    assert "churnops_production_model" in watched
