@@ -94,12 +94,14 @@ class _StoreHolder:
 def select_report(
     store: ScoreStore, *, run: str | None = None, model: str | None = None
 ) -> Report:
+    # ``run`` is a run id, or ``DAG/RUN`` where run ids repeat across DAGs (neither
+    # Airflow DAG ids nor run ids may contain a slash, so the split is unambiguous).
     """The report of one run, one model version, or by default the latest model.
 
     Raises :class:`ReportNotFound` when a named run or version has no results, rather
     than showing a score of zero that looks like a real, very bad, result.
     """
-    from gates.scoring import report_for_model, report_for_run
+    from gates.scoring import AmbiguousRun, report_for_model, report_for_run
 
     if run and model:
         raise ReportScopeError(
@@ -107,7 +109,11 @@ def select_report(
             f"model={model!r})"
         )
     if run:
-        report = report_for_run(store, run)
+        dag, _, run_id = run.rpartition("/")
+        try:
+            report = report_for_run(store, run_id, dag or None)
+        except AmbiguousRun as exc:
+            raise ReportScopeError(f"{exc}; in the API, run=DAG/RUN") from exc
         what = f"run {run!r}"
     else:
         report = report_for_model(store, model or None)
@@ -147,7 +153,9 @@ async def _page_user(request: Request) -> str | None:
 
 ApiUser = Annotated[str | None, Depends(_api_user)]
 PageUser = Annotated[str | None, Depends(_page_user)]
-RunParam = Annotated[str | None, Query(description="one DAG run id")]
+RunParam = Annotated[
+    str | None, Query(description="one DAG run: RUN, or DAG/RUN where ids repeat")
+]
 ModelParam = Annotated[str | None, Query(description="a model version")]
 AliasParam = Annotated[str | None, Query(description="a registry alias")]
 
@@ -362,9 +370,13 @@ def _selectors(
         for v in versions
         if v
     )
+
+    def chosen(run: RunRecord) -> str:
+        named = selected_run in (f"{run.dag_id}/{run.run_id}", run.run_id)
+        return " selected" if named else ""
+
     run_options = "".join(
-        f'<option value="{_e(r.run_id)}"'
-        f"{' selected' if r.run_id == selected_run else ''}>"
+        f'<option value="{_e(r.dag_id)}/{_e(r.run_id)}"{chosen(r)}>'
         f"{_e(r.dag_id)} / {_e(r.run_id)}</option>"
         for r in newest_first[:RUNS_IN_SELECTOR]
     )

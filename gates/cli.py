@@ -99,9 +99,9 @@ def _report(args: argparse.Namespace) -> int:
         if not matching:
             print(f"churnops: no runs of {args.last_run!r} recorded", file=sys.stderr)
             return 2
-        args.run = matching[-1].run_id
+        args.run, args.dag = matching[-1].run_id, args.last_run
     if args.run:
-        report = report_for_run(store, args.run)
+        report = report_for_run(store, args.run, args.dag)
         if all(test.run_id is None for test in report.tests):
             print(
                 f"churnops: no results recorded for run {args.run!r}", file=sys.stderr
@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         const="churn_training",
         metavar="DAG",
         help="the most recent run of DAG (default churn_training)",
+    )
+    report.add_argument(
+        "--dag", help="with --run: the DAG of the run, when run ids repeat across DAGs"
     )
     report.add_argument("--format", choices=FORMATS, default="table")
     report.add_argument(

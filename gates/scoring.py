@@ -144,14 +144,23 @@ def build_report(
     )
 
 
-def report_for_run(store: ScoreStore, run_id: str) -> Report:
+class AmbiguousRun(ValueError):
+    """A run id that several DAGs recorded, asked for without naming the DAG."""
+
+
+def report_for_run(store: ScoreStore, run_id: str, dag_id: str | None = None) -> Report:
     """The score of one DAG run, from the results that run recorded."""
-    rows = store.results(run_id=run_id)
+    rows = store.results(run_id=run_id, dag_id=dag_id)
+    dags = sorted({row.dag_id for row in rows})
+    if len(dags) > 1:
+        raise AmbiguousRun(
+            f"run id {run_id!r} was recorded by the DAGs {dags}; name the DAG too "
+            "(churnops report --run RUN --dag DAG)"
+        )
     versions = {row.model_version for row in rows if row.model_version}
     version = sorted(versions)[-1] if versions else None
-    return build_report(
-        latest_per_test(rows), scope=f"run {run_id}", model_version=version
-    )
+    scope = f"run {run_id}" if not dags else f"run {run_id} of {dags[0]}"
+    return build_report(latest_per_test(rows), scope=scope, model_version=version)
 
 
 def report_for_model(store: ScoreStore, model_version: str | None = None) -> Report:

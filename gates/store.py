@@ -366,12 +366,22 @@ class ScoreStore:
         )
 
     def results(
-        self, *, run_id: str | None = None, model_version: str | None = None
+        self,
+        *,
+        run_id: str | None = None,
+        model_version: str | None = None,
+        dag_id: str | None = None,
     ) -> list[StoredResult]:
-        """All stored results, oldest first, narrowed to a run or a model version."""
+        """All stored results, oldest first, narrowed to a run or a model version.
+
+        Airflow run ids are unique per DAG only (two DAGs scheduled at the same
+        moment share one), so a run is named by ``dag_id`` and ``run_id`` together.
+        """
         query = self._select_results()
         if run_id is not None:
             query = query.where(runs.c.run_id == run_id)
+        if dag_id is not None:
+            query = query.where(runs.c.dag_id == dag_id)
         if model_version is not None:
             query = query.where(runs.c.model_version == model_version)
         with self.engine.connect() as conn:

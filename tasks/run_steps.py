@@ -299,7 +299,7 @@ def report_run_step(ctx: RunContext) -> dict[str, Any]:
     from gates.cli import render_table
     from gates.scoring import report_for_run
 
-    report = report_for_run(ctx.scores, ctx.run_id)
+    report = report_for_run(ctx.scores, ctx.run_id, ctx.dag_id)
     log.info("ML Test Score of run %s\n%s", ctx.run_id, render_table(report))
     failed = [test.id for test in report.blocking_failures]
     if failed:

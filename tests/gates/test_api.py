@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from fastapi import Request
@@ -78,7 +79,7 @@ def test_api_report_selects_run_and_model(client: TestClient) -> None:
     assert latest["sections"]["data"] == 1
 
     by_run = client.get("/api/report", params={"run": "r1"}).json()
-    assert by_run["scope"] == "run r1"
+    assert by_run["scope"] == "run r1 of churn_training"
     assert by_run["sections"] == {
         "data": 7,
         "model": 7,
@@ -135,7 +136,7 @@ def test_dashboard_shows_score_sections_and_all_tests(client: TestClient) -> Non
     assert page.text.count('class="bar-row') == 4
     for test in RUBRIC:
         assert f'id="test-{test.id}"' in page.text
-    assert '<option value="r1" selected>' in page.text
+    assert '<option value="churn_training/r1" selected>' in page.text
 
 
 def test_dashboard_escapes_stored_text(client: TestClient) -> None:
@@ -195,3 +196,22 @@ def test_api_auth_dependency_guards_every_route(seeded_url: str) -> None:
     assert redirect.headers["location"] == "/auth/login?next=x"
     page = client.get("/", headers={"Authorization": "Bearer good"})
     assert "signed in as ada" in page.text
+
+
+def test_api_report_run_with_its_dag_when_ids_repeat(tmp_path: Path) -> None:
+    """run=DAG/RUN picks one DAG's run; a bare id shared by two DAGs is a 400."""
+    url = f"sqlite:///{tmp_path / 'scores.db'}"
+    store = ScoreStore.open(url)
+    shared = "scheduled__2026-12-06T00:00:00+00:00"
+    store.record("churn_training", shared, GateResult("M5", Verdict.PASS, "ok"))
+    store.record("churn_monitoring", shared, GateResult("Mo4", Verdict.PASS, "ok"))
+    client = TestClient(create_app(url))
+
+    ambiguous = client.get("/api/report", params={"run": shared})
+    picked = client.get("/api/report", params={"run": f"churn_monitoring/{shared}"})
+
+    assert ambiguous.status_code == 400
+    assert "name the DAG too" in ambiguous.text
+    assert picked.status_code == 200
+    ran = {t["id"] for t in picked.json()["tests"] if t["run_id"]}
+    assert ran == {"Mo4"}

@@ -126,6 +126,6 @@ def test_cli_report_last_run_picks_the_newest_run(
     store.record("churn_training", "r2", GateResult("D1", Verdict.FAIL, "bad batch"))
     assert main(["--db", scored_db, "report", "--last-run", "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["scope"] == "run r2"
+    assert report["scope"] == "run r2 of churn_training"
     assert report["final_score"] == 0
     assert main(["--db", scored_db, "report", "--last-run", "nope"]) == 2

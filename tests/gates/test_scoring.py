@@ -129,3 +129,20 @@ def test_report_verdict_summary_names_open_questions(sqlite_url: str) -> None:
         "Verdicts: 26 pass; 2 insufficient evidence (M2, I7)"
     )
     assert report.to_dict()["verdicts"] == report.verdict_summary()
+
+
+def test_report_for_run_separates_dags_sharing_a_run_id(sqlite_url: str) -> None:
+    """Scheduled runs of two DAGs can share an id; a run is named with its DAG."""
+    from gates.scoring import AmbiguousRun
+
+    store = ScoreStore.open(sqlite_url)
+    shared = "scheduled__2026-12-06T00:00:00+00:00"
+    store.record("churn_training", shared, GateResult("M5", Verdict.FAIL, "worse"))
+    store.record("churn_monitoring", shared, GateResult("Mo4", Verdict.PASS, "fresh"))
+
+    with pytest.raises(AmbiguousRun, match="churn_monitoring', 'churn_training"):
+        report_for_run(store, shared)
+    training = report_for_run(store, shared, "churn_training")
+
+    assert {t.id for t in training.tests if t.run_id} == {"M5"}
+    assert training.scope.endswith("of churn_training")
