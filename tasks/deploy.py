@@ -180,19 +180,27 @@ def verify_serving(
         health = reload_service(url)
         seen = health.get("versions", {}).get(alias)
         if seen == version:
-            response = httpx.post(
-                f"{url.rstrip('/')}/predict",
-                json={"customers": [probe]},
-                headers={"X-Churnops-Source": PROBE_SOURCE},
-                timeout=60.0,
-            )
-            if response.status_code == 200:
-                served = response.json()["predictions"][0]["model_version"]
-                if served == version:
-                    return time.monotonic() - started
-                seen = f"{served} (answered a probe)"
+            try:
+                response = httpx.post(
+                    f"{url.rstrip('/')}/predict",
+                    json={"customers": [probe]},
+                    headers={"X-Churnops-Source": PROBE_SOURCE},
+                    timeout=max(deadline - time.monotonic(), 1.0),
+                )
+            except httpx.HTTPError as exc:
+                # A probe lost on the way counts as "not serving yet": keep trying
+                # until the deadline rather than abandon a half-done move.
+                seen = f"{version} loaded, but a probe failed ({exc})"
             else:
-                seen = f"{version} loaded, but a probe got HTTP {response.status_code}"
+                if response.status_code == 200:
+                    served = response.json()["predictions"][0]["model_version"]
+                    if served == version:
+                        return time.monotonic() - started
+                    seen = f"{served} (answered a probe)"
+                else:
+                    seen = (
+                        f"{version} loaded, but a probe got HTTP {response.status_code}"
+                    )
         if time.monotonic() > deadline:
             aliases = health.get("aliases", {}).get(alias, {})
             raise DeploymentError(
@@ -912,6 +920,7 @@ def rollback_drill_step(
         ctx.store, ctx.dataset, serving, prediction_log=False, load_model=load_model
     ) as url:
         started = time.monotonic()
+        forward_error: str | None = None
         try:
             _drill_move(
                 ctx,
@@ -922,9 +931,11 @@ def rollback_drill_step(
             )
             verify_serving(url, previous, probe, timeout_seconds=budget)
             seconds = time.monotonic() - started
-        except DeploymentError as exc:
+        except (DeploymentError, RegistryError) as exc:
             error = str(exc)
-        forward_error = _roll_forward(ctx, url, version, probe, budget)
+        finally:
+            # Whatever happened above, production goes back to the release.
+            forward_error = _roll_forward(ctx, url, version, probe, budget)
     details = {
         "model_version": version,
         "rolled_back_to": previous,
@@ -980,7 +991,7 @@ def _roll_forward(
                 "drill_roll_forward",
             )
         verify_serving(url, version, probe, timeout_seconds=budget)
-    except DeploymentError as exc:
+    except (DeploymentError, RegistryError) as exc:
         message = (
             f"production may not serve {version} after the rollback drill: {exc}. "
             "Check the churn_rollback DAG and the service's /health"

@@ -363,6 +363,31 @@ def test_rollback_drill_fails_when_too_slow(registry: Registry, tmp_path: Path) 
     assert resolve_alias(registry.store, "production") == registry.second
 
 
+def test_rollback_drill_rolls_forward_after_an_unexpected_error(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash mid-drill still puts production back on the release before failing."""
+    from tasks import deploy
+
+    real_verify = deploy.verify_serving
+    calls = []
+
+    def crash_once(*args: Any, **kwargs: Any) -> float:
+        calls.append(args[1])
+        if len(calls) == 1:
+            raise RuntimeError("the worker lost its network")
+        return real_verify(*args, **kwargs)
+
+    monkeypatch.setattr(deploy, "verify_serving", crash_once)
+    ctx = _context(registry, tmp_path)
+
+    with pytest.raises(RuntimeError, match="lost its network"):
+        rollback_drill_step(ctx, _promote_second(registry))
+
+    assert calls == [registry.first, registry.second]
+    assert resolve_alias(registry.store, "production") == registry.second
+
+
 def test_rollback_drill_on_a_first_release_is_insufficient_evidence(
     registry: Registry, tmp_path: Path
 ) -> None:
