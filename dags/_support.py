@@ -34,6 +34,10 @@ def run_context() -> Any:
     context = get_current_context()
     dag_run = context["dag_run"]
     params = {k: v for k, v in dict(context["params"]).items() if v not in ("", None)}
+    if params.get("override_reason"):
+        # The override is audited: who comes from Airflow, never from the form.
+        actor = getattr(dag_run, "triggering_user_name", None) or "airflow"
+        params["override"] = {"by": actor, "reason": params.pop("override_reason")}
     if embedded():
         # The demo runs from whatever checkout it is in; M1 marks a dirty spec instead.
         params["allow_dirty_spec"] = True

@@ -72,10 +72,18 @@ def step(
             description="A file://, gs:// or synthetic:// URI instead of the dataset's",
         ),
         "allow_dirty_spec": Param(
-            False,
-            type="boolean",
+            None,
+            type=["null", "boolean"],
             title="Allow an uncommitted model spec",
-            description="Mark (M1) instead of refusing a spec with uncommitted changes",
+            description="Mark (M1) instead of refusing a spec with uncommitted "
+            "changes; empty: gates.model.allow_dirty_spec",
+        ),
+        "override_reason": Param(
+            "",
+            type="string",
+            title="Override a failed quality check (I4)",
+            description="Ship a candidate that failed I4 anyway: why. Recorded with "
+            "your user name; every failed check stays in the score row",
         ),
     },
 )

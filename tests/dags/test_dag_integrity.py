@@ -88,7 +88,8 @@ def test_training_dag_groups_follow_rubric_sections(dag_bag: object) -> None:
     dag = dag_bag.dags["churn_training"]  # type: ignore[attr-defined]
     groups = {task.task_id.split(".")[0] for task in dag.tasks if "." in task.task_id}
     assert groups == {"features_and_data", "model_development", "ml_infrastructure"}
-    assert dag.params["allow_dirty_spec"] is False
+    assert dag.params["allow_dirty_spec"] is None
+    assert dag.params["override_reason"] == ""
 
 
 def test_production_changes_trigger_monitoring(dag_bag: object) -> None:

@@ -77,3 +77,26 @@ def test_run_target_unreachable_source_is_retried(steps: types.ModuleType) -> No
     """An unreachable source may come back, so Airflow's retries apply."""
     with pytest.raises(DataContractError, match="not found"):
         _support.run_target("fake_steps:unreachable", {})
+
+
+def test_run_context_override_names_the_triggering_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The I4 override carries who triggered the run, whatever the form says."""
+    import airflow.sdk
+
+    dag_run = types.SimpleNamespace(
+        dag_id="churn_training", run_id="manual__1", triggering_user_name="alice"
+    )
+    context = {
+        "dag_run": dag_run,
+        "params": {"override_reason": "ship the fix for billing", "dataset": ""},
+    }
+    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: context)
+    monkeypatch.delenv("CHURNOPS_EMBEDDED", raising=False)
+
+    ctx = _support.run_context()
+
+    assert ctx.params == {
+        "override": {"by": "alice", "reason": "ship the fix for billing"}
+    }
