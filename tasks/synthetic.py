@@ -82,9 +82,15 @@ COLUMNS = (
 _LETTERS = np.array(list("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
 
-def _customer_ids(start: int, count: int) -> np.ndarray:
-    # Telco-shaped ids ("7590-VHVEG") that are unique up to 118 million rows.
-    index = np.arange(start, start + count)
+ID_SPACE = 10_000 * 26**5
+
+
+def _customer_ids(start: int, count: int, seed: int) -> np.ndarray:
+    # Telco-shaped ids ("7590-VHVEG"), unique within a seed up to 118 million rows.
+    # Each seed starts at its own place in the id space, so customers drawn with
+    # another seed (a week of live traffic) are not the training customers again.
+    offset = (seed * 2_654_435_761) % ID_SPACE
+    index = (np.arange(start, start + count) + offset) % ID_SPACE
     digits = np.char.zfill((index % 10_000).astype(str), 4)
     rest = index // 10_000
     letters = []
@@ -174,7 +180,7 @@ def _block(
     signup = event - (tenure * 30.4375).astype(int).astype("timedelta64[D]")
     frame = pd.DataFrame(
         {
-            "customerID": _customer_ids(first, rows),
+            "customerID": _customer_ids(first, rows, seed),
             "gender": np.where(rng.random(rows) < 0.5, "Female", "Male"),
             "SeniorCitizen": senior.astype("int64"),
             "Partner": _yes_no(partner),

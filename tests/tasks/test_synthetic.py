@@ -121,3 +121,10 @@ def test_label_arrival_dates_add_the_delay(customers: pd.DataFrame) -> None:
     """Labels become known a fixed delay after the event."""
     arrival = label_arrival_dates(customers, 30)
     assert ((arrival - customers["event_date"]).dt.days == 30).all()
+
+
+def test_generate_customers_ids_differ_between_seeds() -> None:
+    """Customers drawn with another seed are other customers, not the same ids."""
+    first = set(generate_customers(2_000, seed=1)["customerID"])
+    second = set(generate_customers(2_000, seed=2)["customerID"])
+    assert not first & second
