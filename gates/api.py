@@ -479,9 +479,9 @@ def render_dashboard(
     )
     json_link = "api/report" + (f"?{query}" if query else "")
     signed_in = f" · signed in as {_e(user)}" if user else ""
-    failures = len(report.blocking_failures)
+    failures = len(report.failures)
     failure_note = (
-        f'<p class="v-fail"><strong>{failures} blocking failure'
+        f'<p class="v-fail"><strong>{failures} failed test'
         f"{'s' if failures != 1 else ''}</strong></p>"
         if failures
         else ""

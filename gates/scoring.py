@@ -88,7 +88,9 @@ class Report:
         return "Verdicts: " + "; ".join(parts)
 
     @property
-    def blocking_failures(self) -> list[TestLine]:
+    def failures(self) -> list[TestLine]:
+        """Tests whose verdict is fail; which of them blocked promotion is a setting
+        of each gate section (``blocking_tests``), not part of the score."""
         return [t for t in self.tests if t.verdict == Verdict.FAIL.value]
 
     def to_dict(self) -> dict[str, Any]:

@@ -295,22 +295,35 @@ def scan_privacy_step(
 
 
 def report_run_step(ctx: RunContext) -> dict[str, Any]:
-    """Log the run's ML Test Score and return its headline figures."""
+    """Log the run's ML Test Score and whether its candidate reached production."""
     from gates.cli import render_table
     from gates.scoring import report_for_run
+    from tasks.registry import resolve_alias
 
     report = report_for_run(ctx.scores, ctx.run_id, ctx.dag_id)
     log.info("ML Test Score of run %s\n%s", ctx.run_id, render_table(report))
-    failed = [test.id for test in report.blocking_failures]
-    if failed:
+    production = resolve_alias(ctx.store, "production")
+    promoted = report.model_version is not None and production == report.model_version
+    failed = [test.id for test in report.failures]
+    if failed and promoted:
         log.warning(
-            "Gates %s rejected this run's candidate; production was not changed. "
-            "Read each gate's reason above and in its task log.",
+            "Gates %s failed without blocking; %s was promoted. Read their reasons "
+            "above and decide whether to roll back (churn_rollback).",
             ", ".join(failed),
+            production,
+        )
+    elif failed:
+        log.warning(
+            "Gates %s failed; this run's candidate was not promoted and production "
+            "still serves %s. Read each gate's reason above and in its task log.",
+            ", ".join(failed),
+            production or "no model yet",
         )
     return {
         "final_score": report.final_score,
         "sections": report.sections,
         "failed_gates": failed,
         "model_version": report.model_version,
+        "promoted": promoted,
+        "production": production,
     }

@@ -75,7 +75,7 @@ def test_report_counts_failed_gates_as_in_place(sqlite_url: str) -> None:
     report = report_for_run(store, "r1")
 
     assert report.final_score == 7.0
-    assert [t.id for t in report.blocking_failures] == ["M5"]
+    assert [t.id for t in report.failures] == ["M5"]
 
 
 def test_report_mixes_half_points_from_manual_results(sqlite_url: str) -> None:

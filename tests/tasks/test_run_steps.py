@@ -189,3 +189,18 @@ def test_scan_privacy_step_finds_a_raw_id_in_a_task_log(
     [d5] = [r for r in ctx.scores.results(run_id=ctx.run_id) if r.test_id == "D5"]
     assert d5.verdict == "fail"
     assert ctx.store.exists(ctx.key("logs", "task_id=validate", "attempt=1.log"))
+
+
+def test_report_run_step_warns_that_a_rejected_candidate_was_not_promoted(
+    ctx: RunContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed gate and no promotion: the operator reads that production held."""
+    start_run_step(ctx)
+    ctx.record(GateResult("M5", Verdict.FAIL, "worse than logistic regression"))
+
+    with caplog.at_level("WARNING", logger="tasks.run_steps"):
+        out = report_run_step(ctx)
+
+    assert out["failed_gates"] == ["M5"]
+    assert out["promoted"] is False
+    assert "was not promoted and production still serves no model yet" in caplog.text
