@@ -122,15 +122,22 @@ def _report(args: argparse.Namespace) -> int:
 
 def _record_manual(args: argparse.Namespace) -> int:
     store = _store(args.db)
+    # A manual result counts for a model version, like an automated one; by default
+    # the one `churnops report` shows.
+    version = args.model or store.latest_model_version()
     store.record_manual(
         args.test,
         verdict=Verdict(args.verdict),
         reason=args.reason,
         recorded_by=args.by,
-        model_version=args.model,
+        model_version=version,
         evidence=args.evidence,
     )
-    print(f"recorded {args.test} by hand ({args.verdict}, 0.5 points) for {args.by}")
+    target = f"model {version}" if version else "no model version yet"
+    print(
+        f"recorded {args.test} by hand ({args.verdict}, 0.5 points) by {args.by} "
+        f"for {target}"
+    )
     return 0
 
 
@@ -206,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     manual.add_argument("--reason", required=True, help="what was checked and found")
     manual.add_argument("--by", required=True, help="who ran the test")
-    manual.add_argument("--model", help="the model version it applies to")
+    manual.add_argument(
+        "--model", help="the model version it applies to (default: the latest)"
+    )
     manual.add_argument("--evidence", help="a link to the documentation")
     manual.set_defaults(handler=_record_manual)
 

@@ -129,3 +129,17 @@ def test_cli_report_last_run_picks_the_newest_run(
     assert report["scope"] == "run r2 of churn_training"
     assert report["final_score"] == 0
     assert main(["--db", scored_db, "report", "--last-run", "nope"]) == 2
+
+
+def test_cli_record_manual_without_model_counts_for_the_latest(
+    scored_db: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --model, a manual result joins the version the report shows."""
+    args = ["--db", scored_db, "record-manual", "Mo6", "--verdict", "pass"]
+    args += ["--reason", "latency dashboards reviewed", "--by", "bob"]
+    assert main(args) == 0
+    assert "for model v1" in capsys.readouterr().out
+    main(["--db", scored_db, "report", "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    mo6 = next(t for t in report["tests"] if t["id"] == "Mo6")
+    assert (mo6["points"], mo6["recorded_by"]) == (0.5, "bob")
