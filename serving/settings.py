@@ -12,6 +12,7 @@ import yaml
 
 from tasks.config import DEFAULT_SETTINGS_FILE, ConfigError, resolve_path
 
+HOST_VARIABLE = "CHURNOPS_SERVING_HOST"
 PORT_VARIABLE = "CHURNOPS_SERVING_PORT"
 URL_VARIABLE = "CHURNOPS_SERVING_URL"
 
@@ -63,7 +64,8 @@ def parse_serving_settings(raw: Mapping[str, Any] | None) -> ServingSettings:
 def load_serving_settings(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> ServingSettings:
-    """Read the ``serving:`` block; ``CHURNOPS_SERVING_PORT`` and ``_URL`` win."""
+    """Read the ``serving:`` block; ``CHURNOPS_SERVING_HOST``, ``_PORT`` and ``_URL``
+    win (a container listens on 0.0.0.0; everywhere else it stays on loopback)."""
     env = os.environ if environ is None else environ
     settings_path = resolve_path(
         path or env.get("CHURNOPS_SETTINGS") or DEFAULT_SETTINGS_FILE
@@ -73,6 +75,8 @@ def load_serving_settings(
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read serving settings from {settings_path}") from exc
     settings = parse_serving_settings(data.get("serving"))
+    if env.get(HOST_VARIABLE):
+        settings = replace(settings, host=env[HOST_VARIABLE])
     if env.get(PORT_VARIABLE):
         settings = replace(settings, port=int(env[PORT_VARIABLE]))
     if env.get(URL_VARIABLE):
