@@ -61,7 +61,7 @@ demo: var/airflow/airflow.db
 	echo "== 3/3 churn_monitoring (log: var/demo/monitoring.log)"; \
 	CHURNOPS_EMBEDDED=1 $(BIN)/airflow dags test churn_monitoring 2>&1 \
 		| tee var/demo/monitoring.log | $(PROGRESS) || status=1; \
-	echo "== ML Test Score of the production model"; \
+	echo "== ML Test Score (churnops report)"; \
 	$(BIN)/churnops report; \
 	if [ $$status -ne 0 ]; then echo "A step failed: see var/demo/*.log"; fi; \
 	exit $$status
