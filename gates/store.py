@@ -457,7 +457,9 @@ class ScoreStore:
                     at=_now(),
                 )
             )
-        log.warning("Notification [%s] %s", topic, message)
+        # Only a notification someone must act on is a WARNING in the log.
+        level = logging.INFO if severity == "info" else logging.WARNING
+        log.log(level, "Notification [%s] %s", topic, message)
 
     def notifications(self) -> list[dict[str, Any]]:
         query = sa.select(notifications).order_by(notifications.c.id)
