@@ -170,6 +170,39 @@ def _simulate_traffic(args: argparse.Namespace) -> int:
     return 0
 
 
+# Where a customer's rows can live: run snapshots, the prediction log, late labels.
+DELETION_PREFIXES = ("runs/", "predictions/", "labels/")
+
+
+def _delete_customers(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import os
+    from pathlib import Path
+
+    from tasks.config import load_settings
+    from tasks.context import RunContext
+    from tasks.data_steps import delete_customers_step
+
+    text = sys.stdin.read() if args.ids == "-" else Path(args.ids).read_text("utf-8")
+    ids = [line.strip() for line in text.splitlines() if line.strip()]
+    if not ids:
+        print(f"churnops: no customer ids in {args.ids}", file=sys.stderr)
+        return 2
+    ctx = RunContext(
+        settings=load_settings(),
+        dag_id="deletion_requests",
+        run_id=f"deletion__{dt.datetime.now(dt.UTC).strftime('%Y%m%dT%H%M%S')}",
+    )
+    summary = delete_customers_step(
+        ctx,
+        ids,
+        allow_generated_key=os.environ.get("CHURNOPS_EMBEDDED", "") == "1",
+        prefixes=DELETION_PREFIXES,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0 if summary["verdict"] == Verdict.PASS.value else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="churnops", description="The churn pipeline's ML Test Score."
@@ -236,6 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--drift", action="store_true", help="switch drift on")
     simulate.add_argument("--seed", type=int, default=2027)
     simulate.set_defaults(handler=_simulate_traffic)
+
+    delete = commands.add_parser(
+        "delete-customers",
+        help="honour a deletion request: remove customers from every stored "
+        "snapshot, prediction log and label file, and record it",
+    )
+    delete.add_argument(
+        "--ids", required=True, help="a file with one raw customer id a line, or -"
+    )
+    delete.set_defaults(handler=_delete_customers)
     return parser
 
 
@@ -248,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # the CLI's boundary: one line, not a traceback
         from sqlalchemy.exc import SQLAlchemyError
 
-        if isinstance(exc, SQLAlchemyError | ValueError | KeyError):
+        if isinstance(exc, SQLAlchemyError | ValueError | KeyError | OSError):
             print(f"churnops: {exc}", file=sys.stderr)
             return 2
         raise

@@ -140,6 +140,29 @@ def _parquet_with_ids(
             yield artifact, frame
 
 
+# Prediction logs are JSON Lines keyed by the pseudonym under this field.
+LOG_ID_FIELDS = ("customer_id",)
+
+
+def _split_jsonl(
+    data: bytes, fields: tuple[str, ...], wanted: set[str]
+) -> tuple[list[bytes], int]:
+    """The lines to keep, byte for byte, and how many lines named a wanted id."""
+    kept: list[bytes] = []
+    removed = 0
+    for line in data.splitlines(keepends=True):
+        row = json.loads(line) if line.strip() else {}
+        if any(str(row.get(name)) in wanted for name in fields if name in row):
+            removed += 1
+        else:
+            kept.append(line)
+    return kept, removed
+
+
+def _jsonl_keys(store: ArtifactStore, prefix: str) -> list[str]:
+    return [k for k in store.list(prefix) if k.endswith(".jsonl")]
+
+
 def count_stored_customers(
     store: ArtifactStore,
     prefix: str,
@@ -151,10 +174,16 @@ def count_stored_customers(
     """Rows of the given customers (raw or pseudonymized) still stored under prefix."""
     raw = {str(c) for c in customer_ids}
     wanted = raw | set(pseudonymize_ids(sorted(raw), key))
-    return sum(
+    in_tables = sum(
         int(_matches(frame, id_column, wanted).sum())
         for _, frame in _parquet_with_ids(store, prefix, id_column)
     )
+    fields = (id_column, *LOG_ID_FIELDS)
+    in_logs = sum(
+        _split_jsonl(store.read_bytes(k), fields, wanted)[1]
+        for k in _jsonl_keys(store, prefix)
+    )
+    return in_tables + in_logs
 
 
 def delete_customers(
@@ -165,7 +194,8 @@ def delete_customers(
     id_column: str,
     key: bytes,
 ) -> DeletionReport:
-    """Remove the customers from every stored Parquet snapshot under ``prefix``.
+    """Remove the customers from every Parquet snapshot and JSON Lines log under
+    ``prefix``.
 
     Raw snapshots hold the raw id, later ones the pseudonym; both are matched. Each
     snapshot is rewritten whole (a reader sees it before or after, never half), and
@@ -183,6 +213,12 @@ def delete_customers(
         frame[~hit.to_numpy()].to_parquet(buffer, index=False)
         store.write_bytes(artifact, buffer.getvalue())
         report.removed_rows[artifact] = int(hit.sum())
+    fields = (id_column, *LOG_ID_FIELDS)
+    for artifact in _jsonl_keys(store, prefix):
+        kept, removed = _split_jsonl(store.read_bytes(artifact), fields, wanted)
+        if removed:
+            store.write_bytes(artifact, b"".join(kept))
+            report.removed_rows[artifact] = removed
     log.info(
         "Deletion request for %d customer(s): %d row(s) removed from %d snapshot(s)",
         report.requested,

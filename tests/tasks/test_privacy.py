@@ -17,6 +17,7 @@ from tasks.data_steps import (
 )
 from tasks.privacy import (
     collect_raw_identifiers,
+    count_stored_customers,
     delete_customers,
     scan_artifact,
 )
@@ -163,3 +164,27 @@ def test_scan_privacy_step_after_failed_ingest_is_insufficient(tmp_path):
     ctx = make_context(tmp_path)
     assert scan_privacy_step(ctx)["verdict"] == "insufficient evidence"
     assert results_of(ctx, "D5")[-1].verdict == "insufficient evidence"
+
+
+def test_delete_customers_removes_their_prediction_log_lines(tmp_path):
+    """A deleted customer's logged predictions go; other lines stay byte for byte."""
+    store = FileStore(tmp_path)
+    gone, kept = pseudonymize_ids(["C-1", "C-2"], KEY)
+    lines = [
+        json.dumps({"customer_id": gone, "churn_probability": 0.4}) + "\n",
+        json.dumps({"customer_id": kept, "churn_probability": 0.1}) + "\n",
+    ]
+    store.write_text("predictions/2026-12-01/a.jsonl", "".join(lines))
+
+    report = delete_customers(
+        store, "predictions/", ["C-1"], id_column="customerID", key=KEY
+    )
+
+    assert report.removed_rows == {"predictions/2026-12-01/a.jsonl": 1}
+    assert store.read_text("predictions/2026-12-01/a.jsonl") == lines[1]
+    assert (
+        count_stored_customers(
+            store, "predictions/", ["C-1"], id_column="customerID", key=KEY
+        )
+        == 0
+    )
