@@ -291,7 +291,19 @@ def scan_privacy_step(
             ctx.store.write_bytes(ctx.key("logs", relative), path.read_bytes())
             copied += 1
     log.info("Copied %d task log file(s) of run %s for the scan", copied, ctx.run_id)
-    return {**scan_artifacts(ctx), "task_logs": copied}
+
+    # Beyond the run's folder: the model version it registered, and the prediction
+    # log its canary traffic wrote today.
+    from tasks.registry import version_key
+
+    versions = [
+        run.model_version
+        for run in ctx.scores.runs()
+        if (run.dag_id, run.run_id) == (ctx.dag_id, ctx.run_id) and run.model_version
+    ]
+    extra = [key for v in versions for key in ctx.store.list(version_key(v) + "/")]
+    extra += ctx.store.list(f"predictions/{ctx.clock().date().isoformat()}/")
+    return {**scan_artifacts(ctx, extra_keys=extra), "task_logs": copied}
 
 
 def report_run_step(ctx: RunContext) -> dict[str, Any]:

@@ -204,3 +204,22 @@ def test_report_run_step_warns_that_a_rejected_candidate_was_not_promoted(
     assert out["failed_gates"] == ["M5"]
     assert out["promoted"] is False
     assert "was not promoted and production still serves no model yet" in caplog.text
+
+
+def test_scan_privacy_step_reaches_the_registered_model_and_todays_log(
+    ctx: RunContext,
+) -> None:
+    """A raw id inside the run's model version or today's prediction log fails D5."""
+    ingested = _ingested(ctx)
+    from tasks.ingest import parquet_to_frame
+
+    raw = parquet_to_frame(ctx.store.read_bytes(ingested["raw_snapshot"]))
+    raw_id = str(raw["customerID"].iloc[0])
+    version = "v20261203T000000-0000000a"
+    ctx.scores.start_run(ctx.dag_id, ctx.run_id, model_version=version)
+    ctx.store.write_text(version_key(version, "lineage.json"), f'{{"x": "{raw_id}"}}')
+    today = ctx.clock().date().isoformat()
+    ctx.store.write_text(f"predictions/{today}/p.jsonl", "{}\n")
+
+    with pytest.raises(GateFailed, match=f"models/{version}/lineage.json"):
+        scan_privacy_step(ctx)
