@@ -755,6 +755,9 @@ def register_model_step(ctx: RunContext, features: Mapping[str, Any]) -> dict[st
         metrics=metrics,
         lineage=lineage,
         clock=ctx.clock,
+        expectations=(
+            ctx.store.read_text(features["suite"]) if features.get("suite") else None
+        ),
     )
     ctx.scores.start_run(
         ctx.dag_id,

@@ -332,7 +332,13 @@ def check_serving_invariants_step(
 
     if _no_model(ctx, "Mo2", collected):
         return {"test": "Mo2", "verdict": Verdict.INSUFFICIENT.value}
-    suite_key = f"{_training_run(collected)}/validation/suite.json"
+    from tasks.registry import EXPECTATIONS, version_key
+
+    # The suite registered with the version; older versions kept it only in their
+    # training run's folder.
+    suite_key = version_key(collected["model_version"], EXPECTATIONS)
+    if not ctx.store.exists(suite_key):
+        suite_key = f"{_training_run(collected)}/validation/suite.json"
     if not ctx.store.exists(suite_key):
         result = ctx.record(
             insufficient(

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 MODELS_PREFIX = "models"
 ALIASES_PREFIX = "registry/aliases"
 ALIASES = ("production", "staging", "canary")
+EXPECTATIONS = "expectations.json"
 _VERSION = re.compile(r"^v\d{8}T\d{6}-[0-9a-f]{8}$")
 
 
@@ -88,8 +89,14 @@ def register_model_version(
     metrics: dict[str, Any],
     lineage: dict[str, Any],
     clock: Callable[[], dt.datetime],
+    expectations: str | None = None,
 ) -> str:
-    """Store a trained model with everything needed to serve and audit it."""
+    """Store a trained model with everything needed to serve and audit it.
+
+    ``expectations`` is the Great Expectations suite (JSON) the training data was
+    validated with: it travels with the version, so monitoring holds serving inputs
+    to the same schema long after the training run's files are gone.
+    """
     with tempfile.TemporaryDirectory(prefix="churnops-register-") as tmp:
         path = Path(tmp) / "model.keras"
         model.save(path)
@@ -106,6 +113,8 @@ def register_model_version(
         "metrics.json": json.dumps(metrics, indent=2, default=str),
         "lineage.json": json.dumps(lineage, indent=2, default=str),
     }
+    if expectations is not None:
+        documents[EXPECTATIONS] = expectations
     store.write_bytes(version_key(version, "model.keras"), model_bytes)
     for name, text in documents.items():
         store.write_text(version_key(version, name), text)

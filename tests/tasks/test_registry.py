@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tasks.registry import (
     move_alias,
     register_model_version,
     resolve_alias,
+    version_key,
     write_online_metrics,
 )
 from tasks.storage import FileStore
@@ -43,6 +45,7 @@ def _register(
         metrics={"holdout_auc": 0.8},
         lineage={"seed": seed},
         clock=clock,
+        expectations='{"name": "suite"}',
     )
     return version, model
 
@@ -66,6 +69,12 @@ def test_register_model_version_round_trip(
     np.testing.assert_array_equal(predict(model_data.frames["holdout"]), expected)
     write_online_metrics(store, version, {"online_auc": 0.7})
     assert get_version(store, version).online_metrics == {"online_auc": 0.7}
+    # The expectation suite travels with the version, listed in its manifest.
+    manifest = json.loads(store.read_text(version_key(version, "manifest.json")))
+    assert "expectations.json" in manifest["files"]
+    assert store.read_text(version_key(version, "expectations.json")) == (
+        '{"name": "suite"}'
+    )
 
 
 def test_versions_sort_by_time(
