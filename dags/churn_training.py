@@ -113,7 +113,7 @@ def churn_training() -> None:
         )
         validated = step(
             "validate",
-            "tasks.data_steps:validate_customers_step",
+            "tasks.run_steps:validate_customers_step",
             "D1: the batch against the expectation suite; Data Docs stored.",
             pseudonymized=pseudonymized,
         )

@@ -45,6 +45,30 @@ def start_run_step(ctx: RunContext) -> dict[str, Any]:
     return {"dataset": dataset.name, "commit": code.commit, "dirty": code.dirty}
 
 
+def validate_customers_step(
+    ctx: RunContext, pseudonymized: Mapping[str, Any]
+) -> dict[str, Any]:
+    """D1 against the production model's suite, once there is a production model.
+
+    A suite built from this batch's own training rows cannot notice that the batch
+    changed: the categories and ranges production was trained on can. The first
+    release has nothing to compare with and is held to its own suite and the
+    contract's declared rules.
+    """
+    from tasks.data_steps import validate_customers_step as validate
+    from tasks.registry import EXPECTATIONS, resolve_alias, version_key
+
+    production = resolve_alias(ctx.store, "production")
+    suite_key = version_key(production, EXPECTATIONS) if production else None
+    if suite_key and not ctx.store.exists(suite_key):
+        suite_key = None
+    log.info(
+        "Validating against %s",
+        f"the suite of production {production}" if suite_key else "this run's suite",
+    )
+    return validate(ctx, pseudonymized, suite_key=suite_key)
+
+
 def candidate_predictor(
     ctx: RunContext, features: Mapping[str, Any], trained: Mapping[str, Any]
 ) -> Callable[[pd.DataFrame], np.ndarray]:

@@ -1,9 +1,10 @@
-"""Run-level steps: registration of the run, D6 history, and the I3 rehearsal."""
+"""Run-level steps: the run record, D1 against production, D5, D6, I3 and the report."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,30 @@ def test_scan_privacy_step_reaches_the_registered_model_and_todays_log(
 
     with pytest.raises(GateFailed, match=f"models/{version}/lineage.json"):
         scan_privacy_step(ctx)
+
+
+def test_validate_customers_step_holds_the_batch_to_productions_suite(
+    ctx: RunContext,
+) -> None:
+    """A category production never saw fails D1, though this batch's suite has it."""
+    from tasks.run_steps import validate_customers_step
+
+    masked = data_steps.pseudonymize_customers_step(ctx, _ingested(ctx), key=KEY)
+    own = validate_customers_step(ctx, masked)
+    suite = json.loads(ctx.store.read_text(own["suite"]))
+    for expectation in suite["expectations"]:
+        kwargs = expectation["kwargs"]
+        if kwargs.get("column") == "Contract" and "value_set" in kwargs:
+            kwargs["value_set"] = ["Month-to-month", "One year"]
+    production = "v20261201T000000-0000000b"
+    _fake_version(ctx, production, ["Contract"])
+    ctx.store.write_text(
+        version_key(production, "expectations.json"), json.dumps(suite)
+    )
+    move_alias(
+        ctx.store, "production", production, actor="t", reason="r", clock=ctx.clock
+    )
+
+    with pytest.raises(GateFailed, match="Contract"):
+        validate_customers_step(ctx, masked)
+    assert [r.verdict for r in ctx.scores.results() if r.test_id == "D1"][-1] == "fail"
