@@ -386,7 +386,7 @@ def validate_customers_step(
             evidence=docs,
         )
     )
-    result.raise_if_failed()
+    _blocking(ctx, result)
     return {
         "snapshot": pseudonymized["snapshot"],
         "suite": suite_out,
@@ -424,10 +424,10 @@ def build_features_step(
 
     dataset = ctx.dataset
     registry = ctx.record(data_gates.check_feature_registry(dataset))
-    registry.raise_if_failed()
+    _blocking(ctx, registry)
     kinds = [dataset.features[name].kind for name in dataset.model_inputs]
     known = ctx.record(data_gates.check_feature_code(check_known_answers(kinds)))
-    known.raise_if_failed()
+    _blocking(ctx, known)
     frame = _read_frame(ctx.store, validated["snapshot"])
 
     positions = split_customers(frame, dataset, ctx.model_config)

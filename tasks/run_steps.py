@@ -293,7 +293,7 @@ def integration_test_pipeline_step(
             details={**details, "failed_step": broken_step},
         )
     ctx.record(result)
-    result.raise_if_failed()
+    ctx.stop_if_blocking("infrastructure", result)
     return {"I3": result.verdict.value, "seconds": round(elapsed, 1), **details}
 
 

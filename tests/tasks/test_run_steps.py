@@ -40,6 +40,7 @@ def ctx(tmp_path: Path) -> RunContext:
     gates = {
         **settings.gates,
         "infrastructure": {
+            **settings.gates["infrastructure"],
             "integration_sample_rows": 400,
             "integration_search_trials": 1,
             "integration_max_epochs": 1,
