@@ -272,10 +272,6 @@ def test_ingest_customers_from_gcs_source(gcs_client, gcs_bucket):
 
 def test_read_source_table_parse_error_never_quotes_the_row(tmp_path):
     """A row the parser rejects is named by line, never shown: it holds an id."""
-    import pytest
-
-    from tasks.ingest import DataContractError, read_source_table
-
     path = tmp_path / "customers.csv"
     path.write_bytes(b"customerID,tenure\n7590-VHVEG,1\n5575-GNVDE,2,extra\n")
     with pytest.raises(DataContractError) as caught:
