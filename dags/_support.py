@@ -58,10 +58,13 @@ def pseudonymization_key() -> bytes | None:
     if os.environ.get(KEY_ENV):
         return os.environ[KEY_ENV].encode("utf-8")
     from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         connection = Connection.get(KEY_CONNECTION)
-    except Exception:  # each secrets backend raises its own not-found type
+    except AirflowNotFoundException:
+        # Not configured. Any other error (a secrets backend that is down) is raised
+        # and retried, rather than mistaken for a missing key.
         return None
     password = connection.password or ""
     return password.encode("utf-8") or None

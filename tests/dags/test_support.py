@@ -100,3 +100,38 @@ def test_run_context_override_names_the_triggering_user(
     assert ctx.params == {
         "override": {"by": "alice", "reason": "ship the fix for billing"}
     }
+
+
+def test_pseudonymization_key_from_the_airflow_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the variable, the connection's password is the key; none is None."""
+    import airflow.sdk
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    monkeypatch.delenv(_support.KEY_ENV, raising=False)
+    stored = types.SimpleNamespace(password="from-the-connection")
+    monkeypatch.setattr(airflow.sdk.Connection, "get", classmethod(lambda c, i: stored))
+    assert _support.pseudonymization_key() == b"from-the-connection"
+
+    def missing(cls: object, conn_id: str) -> None:
+        raise AirflowNotFoundException(f"The conn_id `{conn_id}` isn't defined")
+
+    monkeypatch.setattr(airflow.sdk.Connection, "get", classmethod(missing))
+    assert _support.pseudonymization_key() is None
+
+
+def test_pseudonymization_key_backend_outage_is_not_a_missing_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A secrets backend that fails raises, so Airflow retries instead of refusing."""
+    import airflow.sdk
+
+    monkeypatch.delenv(_support.KEY_ENV, raising=False)
+
+    def down(cls: object, conn_id: str) -> None:
+        raise ConnectionError("secrets backend unreachable")
+
+    monkeypatch.setattr(airflow.sdk.Connection, "get", classmethod(down))
+    with pytest.raises(ConnectionError):
+        _support.pseudonymization_key()
