@@ -133,17 +133,17 @@ def _sample_rows(frame: pd.DataFrame, label: str, rows: int, seed: int) -> pd.Da
 
 
 def _rehearsal_context(ctx: RunContext, scratch: Path, source: str) -> RunContext:
-    limits = ctx.settings.gate_settings("infrastructure")
     model = ctx.model_config
+    epochs = int(ctx.gate_setting("infrastructure", "integration_max_epochs"))
     search = {
         **model.search,
-        "trials": int(limits.get("integration_search_trials", 2)),
-        "epochs_per_trial": int(limits.get("integration_max_epochs", 3)),
+        "trials": int(ctx.gate_setting("infrastructure", "integration_search_trials")),
+        "epochs_per_trial": epochs,
         "parallel_trials": 1,
     }
     training = {
         **model.training,
-        "max_epochs": int(limits.get("integration_max_epochs", 3)),
+        "max_epochs": epochs,
     }
     # The rehearsal proves the steps fit together; a gate's verdict on a small sample
     # with a tiny search says nothing about this run's model, so none blocks here.
@@ -184,8 +184,7 @@ def integration_test_pipeline_step(
     from tasks import data_steps, deploy, model_steps
     from tasks.ingest import frame_to_parquet, parquet_to_frame
 
-    limits = ctx.settings.gate_settings("infrastructure")
-    sample_rows = int(limits.get("integration_sample_rows", 2000))
+    sample_rows = int(ctx.gate_setting("infrastructure", "integration_sample_rows"))
     raw = parquet_to_frame(ctx.store.read_bytes(ingested["raw_snapshot"]))
     sample = _sample_rows(
         raw, ctx.dataset.contract.label.column, sample_rows, ctx.model_config.seed

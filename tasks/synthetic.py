@@ -279,9 +279,14 @@ def write_customers_parquet(
                 log.info(
                     "Synthetic customers: %d of %d blocks written", done, len(blocks)
                 )
-    finally:
+    except BaseException:
+        # Nothing half-written stays behind: the target appears whole or not at all.
         if writer is not None:
             writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    if writer is not None:
+        writer.close()
     partial.replace(target)
     log.info(
         "Wrote %d synthetic customers (seed %d, drift %s) to %s in %.1f s",

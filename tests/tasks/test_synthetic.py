@@ -128,3 +128,24 @@ def test_generate_customers_ids_differ_between_seeds() -> None:
     first = set(generate_customers(2_000, seed=1)["customerID"])
     second = set(generate_customers(2_000, seed=2)["customerID"])
     assert not first & second
+
+
+def test_write_customers_parquet_leaves_nothing_behind_on_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write that fails half way leaves neither the target nor a partial file."""
+    from tasks import synthetic
+
+    real_block = synthetic._block
+    calls = []
+
+    def failing_block(*args: object, **kwargs: object) -> pd.DataFrame:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_block(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(synthetic, "_block", failing_block)
+    with pytest.raises(OSError, match="disk full"):
+        write_customers_parquet(tmp_path / "c.parquet", BLOCK_ROWS + 5, seed=1)
+    assert list(tmp_path.iterdir()) == []
