@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import io
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -45,6 +44,7 @@ from tasks.ingest import (
     frame_to_parquet,
     hash_customers,
     ingest_customers,
+    read_frame,
 )
 from tasks.privacy import (
     DeletionReport,
@@ -59,7 +59,6 @@ from tasks.pseudonymize import (
     pseudonymize_customers,
     resolve_pseudonymization_key,
 )
-from tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +76,6 @@ def _setting(ctx: RunContext, name: str) -> Any:
 
 def _blocking(ctx: RunContext, result: GateResult) -> None:
     ctx.stop_if_blocking("data", result)
-
-
-def _read_frame(store: ArtifactStore, key: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
-
-
-def _write_json(store: ArtifactStore, key: str, payload: Any) -> str:
-    return store.write_text(key, json.dumps(payload, indent=2, default=str))
 
 
 # Ingestion and privacy ------------------------------------------------------------
@@ -107,8 +98,7 @@ def ingest_customers_step(ctx: RunContext) -> dict[str, Any]:
 
     snapshot = ctx.key(RAW_ZONE, "customers.parquet")
     ctx.store.write_bytes(snapshot, frame_to_parquet(ingested.frame))
-    _write_json(
-        ctx.store,
+    ctx.store.write_json(
         ctx.key(RAW_ZONE, "snapshot.json"),
         {
             "source": ingested.source,
@@ -149,15 +139,14 @@ def pseudonymize_customers_step(
         )
         raise
     contract = ctx.dataset.contract
-    raw = _read_frame(ctx.store, ingested["raw_snapshot"])
+    raw = read_frame(ctx.store, ingested["raw_snapshot"])
 
     frame = pseudonymize_customers(raw, contract, secret)
 
     snapshot = ctx.key("data", "customers.parquet")
     data_hash = hash_customers(frame)
     ctx.store.write_bytes(snapshot, frame_to_parquet(frame))
-    _write_json(
-        ctx.store,
+    ctx.store.write_json(
         ctx.key("data", "snapshot.json"),
         {
             "rows": len(frame),
@@ -193,7 +182,7 @@ def scan_privacy_step(
             )
         )
         return {"verdict": result.verdict.value, "scanned": 0, "findings": 0}
-    raw = _read_frame(ctx.store, raw_prefix + "customers.parquet")
+    raw = read_frame(ctx.store, raw_prefix + "customers.parquet")
     identifiers = collect_raw_identifiers(
         raw,
         [contract.id_column, *contract.direct_identifiers],
@@ -219,8 +208,7 @@ def scan_privacy_step(
         )
     )
     report = ctx.key("privacy", "scan.json")
-    _write_json(
-        ctx.store,
+    ctx.store.write_json(
         report,
         {"verdict": result.verdict.value, "reason": result.reason, **result.details},
     )
@@ -238,7 +226,7 @@ def _unmasked_columns(ctx: RunContext, raw: pd.DataFrame) -> list[str]:
     snapshot = ctx.key("data", "customers.parquet")
     if not ctx.store.exists(snapshot):
         return []
-    frame = _read_frame(ctx.store, snapshot)
+    frame = read_frame(ctx.store, snapshot)
     unmasked = [c for c in contract.direct_identifiers if c in frame.columns]
     if contract.id_column in frame.columns and len(frame):
         sample = frame[contract.id_column].astype("string").head(1000)
@@ -360,19 +348,19 @@ def validate_customers_step(
     dataset = ctx.dataset
     contract = dataset.contract
     given = json.loads(ctx.store.read_text(suite_key)) if suite_key else None
-    frame = _read_frame(ctx.store, pseudonymized["snapshot"])
+    frame = read_frame(ctx.store, pseudonymized["snapshot"])
     train = frame.iloc[split_customers(frame, dataset, ctx.model_config)["train"]]
     built = build_expectation_suite(
         train, dataset, range_tolerance=float(_setting(ctx, "range_tolerance"))
     )
     suite_out = ctx.key("validation", "suite.json")
-    _write_json(ctx.store, suite_out, built)
+    ctx.store.write_json(suite_out, built)
     suite = given or built
 
     identifiers = {contract.id_column, *contract.direct_identifiers}
     report = validate_customers(frame, suite, identifier_columns=identifiers)
 
-    _write_json(ctx.store, ctx.key("validation", "result.json"), report.result)
+    ctx.store.write_json(ctx.key("validation", "result.json"), report.result)
     docs = ctx.store.write_text(
         ctx.key("validation", "data_docs.html"),
         render_validation_html(report, title=f"{dataset.name}: {ctx.run_id}"),
@@ -409,7 +397,7 @@ def _previous_training(ctx: RunContext) -> tuple[str, pd.DataFrame | None]:
         previous["train"]
     ):
         return pointer, None
-    return pointer, _read_frame(ctx.store, previous["train"])
+    return pointer, read_frame(ctx.store, previous["train"])
 
 
 def build_features_step(
@@ -428,7 +416,7 @@ def build_features_step(
     kinds = [dataset.features[name].kind for name in dataset.model_inputs]
     known = ctx.record(data_gates.check_feature_code(check_known_answers(kinds)))
     _blocking(ctx, known)
-    frame = _read_frame(ctx.store, validated["snapshot"])
+    frame = read_frame(ctx.store, validated["snapshot"])
 
     positions = split_customers(frame, dataset, ctx.model_config)
     splits = {
@@ -454,7 +442,7 @@ def build_features_step(
             plot_correlation_matrix(splits["train"], dataset, inputs),
         ),
     }
-    _write_json(ctx.store, pointer, {"run_key": ctx.run_key, "train": keys["train"]})
+    ctx.store.write_json(pointer, {"run_key": ctx.run_key, "train": keys["train"]})
     log.info(
         "Built features: %s rows, %d model input columns",
         {k: len(v) for k, v in splits.items()},
@@ -481,7 +469,7 @@ def check_feature_value_step(
 ) -> dict[str, Any]:
     """D2 and D3 for a trained candidate, given its ``predict(frame)`` on raw rows."""
     dataset = ctx.dataset
-    validation = _read_frame(ctx.store, features["validation"])
+    validation = read_frame(ctx.store, features["validation"])
     transform = FeatureTransform.from_json(ctx.store.read_text(features["transform"]))
     labels = encode_label(validation, dataset.contract.label)
 
@@ -513,7 +501,7 @@ def check_feature_value_step(
         )
     )
     report = ctx.key("features", "value.json")
-    _write_json(ctx.store, report, {"D2": d2.details, "D3": d3.details})
+    ctx.store.write_json(report, {"D2": d2.details, "D3": d3.details})
     _blocking(ctx, d2)
     _blocking(ctx, d3)
     return {
@@ -573,7 +561,7 @@ def check_feature_lead_time_step(
         dataset, in_production, today=today, tracking_since=tracking_since
     )
     new = [name for name in dataset.model_inputs if name not in in_production]
-    train = _read_frame(ctx.store, features["train"])
+    train = read_frame(ctx.store, features["train"])
     sample_rows = int(_setting(ctx, "sample_flow_rows"))
     sample = train.sample(
         min(sample_rows, len(train)), random_state=ctx.model_config.seed

@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import io
-import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +31,7 @@ from serving.router import ModelLoader, ModelRouter, load_served_model
 from serving.settings import ServingSettings, load_serving_settings
 from tasks.config import DatasetConfig
 from tasks.context import RunContext
+from tasks.ingest import read_frame
 from tasks.registry import (
     AliasConflict,
     RegistryError,
@@ -88,14 +87,6 @@ def _version_of(result: Mapping[str, Any]) -> str:
             "expected 'model_version' from register_model_step"
         )
     return str(version)
-
-
-def _write_json(store: ArtifactStore, key: str, payload: Any) -> str:
-    return store.write_text(key, json.dumps(payload, indent=2, default=str))
-
-
-def _read_frame(store: ArtifactStore, key: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
 
 
 def _pseudonym_like(text: str) -> str:
@@ -223,14 +214,14 @@ def _staging_rows(
     n_rows = int(_setting(ctx, "staging_sample_rows"))
     parts: list[pd.DataFrame] = []
     if features and features.get("holdout"):
-        holdout = _read_frame(ctx.store, features["holdout"]).head(n_rows)
+        holdout = read_frame(ctx.store, features["holdout"]).head(n_rows)
         parts.append(holdout.drop(columns=[dataset.contract.label.column]))
     pairs: list[tuple[str, int, int]] = []
     known = ctx.settings.gate_settings("model").get("known_answers") or []
     if known and features and features.get("train"):
         from tasks.model_steps import known_answer_rows
 
-        reference = _read_frame(ctx.store, features["train"])
+        reference = read_frame(ctx.store, features["train"])
         for name, higher, lower in known_answer_rows(list(known), reference):
             start = sum(len(p) for p in parts)
             for side, row in (("higher", higher), ("lower", lower)):
@@ -304,7 +295,7 @@ def stage_model_step(
         max_prediction_diff=float(_setting(ctx, "max_prediction_diff")),
         max_p95_latency_ms=float(_setting(ctx, "max_p95_latency_ms")),
     )
-    evidence = _write_json(ctx.store, ctx.key("deploy", "staging.json"), result.details)
+    evidence = ctx.store.write_json(ctx.key("deploy", "staging.json"), result.details)
     if result.verdict is Verdict.FAIL:
         ctx.record(
             GateResult(
@@ -562,7 +553,7 @@ def _traffic_records(
                 f"no canary traffic: {exc}, and no holdout rows were passed in"
             ) from exc
         log.info("Canary traffic replays holdout rows: %s", exc)
-    holdout = _read_frame(ctx.store, features["holdout"])
+    holdout = read_frame(ctx.store, features["holdout"])
     rows = holdout.drop(columns=[ctx.dataset.contract.label.column]).head(n_rows)
     return customer_records(rows)
 
@@ -631,7 +622,7 @@ def canary_model_step(
         max_prediction_ks=float(_setting(ctx, "max_prediction_ks")),
     )
     details = {**result.details, "staging": dict(staged)}
-    evidence = _write_json(ctx.store, ctx.key("deploy", "canary.json"), details)
+    evidence = ctx.store.write_json(ctx.key("deploy", "canary.json"), details)
     result = GateResult(
         "I6",
         result.verdict,
@@ -1092,7 +1083,7 @@ def record_rollback_step(
     """I7 from a real rollback: the measured seconds, the report and a notification."""
     budget = float(_setting(ctx, "max_rollback_seconds"))
     report = {**dict(request), **dict(verified), "budget_seconds": budget}
-    evidence = _write_json(ctx.store, ctx.key("deploy", "rollback.json"), report)
+    evidence = ctx.store.write_json(ctx.key("deploy", "rollback.json"), report)
     measured = check_rollback(float(verified["seconds"]), budget, None, report)
     result = ctx.record(
         GateResult(

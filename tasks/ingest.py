@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.config import PROJECT_ROOT, ColumnSpec, DataContract, resolve_path
+from tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -520,3 +521,8 @@ def frame_to_parquet(frame: pd.DataFrame) -> bytes:
 
 def parquet_to_frame(data: bytes) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(data))
+
+
+def read_frame(store: ArtifactStore, key: str) -> pd.DataFrame:
+    """A Parquet artifact (a snapshot, a split) as a frame."""
+    return parquet_to_frame(store.read_bytes(key))

@@ -38,6 +38,7 @@ from gates.result import GateResult, insufficient
 from tasks.config import DatasetConfig
 from tasks.context import RunContext
 from tasks.features import FeatureTransform, encode_label
+from tasks.ingest import read_frame
 from tasks.registry import (
     get_version,
     list_versions,
@@ -99,14 +100,6 @@ def _summary(result: GateResult) -> dict[str, Any]:
     }
 
 
-def _read_frame(store: ArtifactStore, key: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
-
-
-def _write_json(store: ArtifactStore, key: str, payload: Any) -> str:
-    return store.write_text(key, json.dumps(payload, indent=2, default=str))
-
-
 def _read_json(ctx: RunContext, name: str, producer: str) -> Any:
     key = ctx.key("model", name)
     if not ctx.store.exists(key):
@@ -135,7 +128,7 @@ class _Rows:
             ctx.store.read_text(features["transform"])
         )
         self.frames = {
-            part: _read_frame(ctx.store, features[part])
+            part: read_frame(ctx.store, features[part])
             for part in ("train", "validation", "holdout")
         }
 
@@ -213,8 +206,7 @@ def tune_model_step(ctx: RunContext, features: Mapping[str, Any]) -> dict[str, A
         )
     except ModelSpecError:
         trials = []
-    _write_json(
-        ctx.store,
+    ctx.store.write_json(
         key,
         {
             "trials": trials,
@@ -295,7 +287,7 @@ def train_model_step(ctx: RunContext, features: Mapping[str, Any]) -> dict[str, 
         "rows": {k: len(v) for k, v in rows.frames.items()},
         "tensorboard": ctx.store.uri(ctx.key("model", "checkpoints", "tensorboard")),
     }
-    _write_json(ctx.store, ctx.key("model", "training.json"), summary)
+    ctx.store.write_json(ctx.key("model", "training.json"), summary)
     return {
         "candidate": candidate_key,
         "epochs": outcome.epochs_run,
@@ -493,8 +485,7 @@ def check_staleness_step(
         curve = []
     budget = model_gates.staleness_budget_days(curve, max_drop)
     json_key = ctx.key("model", "staleness.json")
-    _write_json(
-        ctx.store,
+    ctx.store.write_json(
         json_key,
         {
             "model": STALENESS_MODEL,
@@ -554,7 +545,7 @@ def trace_prediction_step(
         log.warning("Could not trace a prediction: %s", exc)
         trace = None
     if trace is not None:
-        _write_json(ctx.store, json_key, trace)
+        ctx.store.write_json(json_key, trace)
         ctx.store.write_text(md_key, render_trace_markdown(trace))
     result = _finish(
         ctx,
@@ -684,8 +675,7 @@ def validate_candidate_step(
         max_log_loss_rise=float(_setting(ctx, "max_log_loss_rise")),
         override=ctx.params.get("override"),
     )
-    _write_json(
-        ctx.store,
+    ctx.store.write_json(
         ctx.key("model", "validation.json"),
         {
             **result.details,

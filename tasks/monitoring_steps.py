@@ -32,6 +32,7 @@ import pandas as pd
 from gates import monitoring as gates
 from gates.result import GateResult, Verdict, insufficient
 from tasks.context import RunContext
+from tasks.ingest import read_frame
 from tasks.registry import get_version, resolve_alias, version_key
 from tasks.storage import ArtifactStore
 
@@ -80,16 +81,8 @@ def _summary(result: GateResult) -> dict[str, Any]:
     }
 
 
-def _write_json(store: ArtifactStore, key: str, payload: Any) -> str:
-    return store.write_text(key, json.dumps(payload, indent=2, default=str))
-
-
 def _read_json(store: ArtifactStore, key: str, default: Any) -> Any:
     return json.loads(store.read_text(key)) if store.exists(key) else default
-
-
-def _read_frame(store: ArtifactStore, key: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(store.read_bytes(key)))
 
 
 def _no_model(ctx: RunContext, test_id: str, collected: Mapping[str, Any]) -> bool:
@@ -260,8 +253,7 @@ def check_dependency_changes_step(
         min_volume_ratio=float(_setting(ctx, "min_volume_ratio")),
         max_event_age_days=float(_setting(ctx, "max_event_age_days")),
     )
-    _write_json(
-        ctx.store,
+    ctx.store.write_json(
         STATE_KEY,
         {
             "current": {
@@ -287,7 +279,7 @@ def check_dependency_changes_step(
         ctx.scores.notify(
             "Mo1 dependency change", message, dag_id=ctx.dag_id, run_id=ctx.run_id
         )
-    evidence = _write_json(ctx.store, ctx.key("monitoring", "mo1.json"), result.details)
+    evidence = ctx.store.write_json(ctx.key("monitoring", "mo1.json"), result.details)
     result = ctx.record(_with_evidence(result, evidence))
     return {**_summary(result), "changes": len(result.details["changes"])}
 
@@ -372,7 +364,7 @@ def check_serving_invariants_step(
             require_all_columns=False,
         )
         evaluated, failures = report.evaluated, [vars(f) for f in report.failures]
-        _write_json(ctx.store, ctx.key("monitoring", "mo2_result.json"), report.result)
+        ctx.store.write_json(ctx.key("monitoring", "mo2_result.json"), report.result)
     result = gates.check_serving_invariants(
         rows=len(rows),
         evaluated=evaluated,
@@ -427,7 +419,7 @@ def check_training_serving_skew_step(
     psi: dict[str, float] = {}
     train_key = f"{_training_run(collected)}/features/train.parquet"
     if not rows.empty and ctx.store.exists(train_key):
-        training = _read_frame(ctx.store, train_key)
+        training = read_frame(ctx.store, train_key)
         bins = int(_setting(ctx, "psi_bins"))
         for feature in transform.inputs:
             if feature in training.columns and feature in rows.columns:
@@ -447,7 +439,7 @@ def check_training_serving_skew_step(
         psi_fail=float(_setting(ctx, "psi_fail")),
         examples=examples,
     )
-    evidence = _write_json(ctx.store, ctx.key("monitoring", "mo3.json"), result.details)
+    evidence = ctx.store.write_json(ctx.key("monitoring", "mo3.json"), result.details)
     result = ctx.record(_with_evidence(result, evidence))
     return {**_summary(result), "differing": differing, "compared": len(hashed)}
 
@@ -474,7 +466,7 @@ def check_model_staleness_step(
     for part in ("train", "holdout"):
         key = f"{_training_run(collected)}/features/{part}.parquet"
         if ctx.store.exists(key):
-            newest = _event_dates(ctx, _read_frame(ctx.store, key)).max()
+            newest = _event_dates(ctx, read_frame(ctx.store, key)).max()
             if not pd.isna(newest):
                 trained = newest if trained is None else max(trained, newest)
     if served is not None and trained is not None and not pd.isna(served):
@@ -681,8 +673,8 @@ def check_computing_performance_step(
         "rows": len(rows),
         "figures": current,
     }
-    _write_json(ctx.store, PERFORMANCE_KEY, [*history, entry][-100:])
-    evidence = _write_json(ctx.store, ctx.key("monitoring", "mo6.json"), result.details)
+    ctx.store.write_json(PERFORMANCE_KEY, [*history, entry][-100:])
+    evidence = ctx.store.write_json(ctx.key("monitoring", "mo6.json"), result.details)
     result = ctx.record(_with_evidence(result, evidence))
     return {**_summary(result), "figures": current}
 
@@ -729,7 +721,7 @@ def _reference_quality(
     holdout_key = f"{training_run}/features/holdout.parquet"
     predictions_key = f"{training_run}/model/candidate_holdout.npy"
     if ctx.store.exists(holdout_key) and ctx.store.exists(predictions_key):
-        holdout = _read_frame(ctx.store, holdout_key)
+        holdout = read_frame(ctx.store, holdout_key)
         p = np.load(io.BytesIO(ctx.store.read_bytes(predictions_key)))
         y = encode_label(holdout, ctx.dataset.contract.label)
         return _quality(y, p, bins), holdout, p
@@ -786,7 +778,7 @@ def check_prediction_quality_step(
         min_rows=int(_setting(ctx, "min_labelled_rows")),
         min_slice_rows=int(_setting(ctx, "min_slice_rows")),
     )
-    evidence = _write_json(ctx.store, ctx.key("monitoring", "mo7.json"), result.details)
+    evidence = ctx.store.write_json(ctx.key("monitoring", "mo7.json"), result.details)
     result = ctx.record(_with_evidence(result, evidence))
     if result.verdict is not Verdict.INSUFFICIENT:
         write_online_metrics(

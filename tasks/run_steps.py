@@ -182,10 +182,10 @@ def integration_test_pipeline_step(
     first broken step and names it.
     """
     from tasks import data_steps, deploy, model_steps
-    from tasks.ingest import frame_to_parquet, parquet_to_frame
+    from tasks.ingest import frame_to_parquet, read_frame
 
     sample_rows = int(ctx.gate_setting("infrastructure", "integration_sample_rows"))
-    raw = parquet_to_frame(ctx.store.read_bytes(ingested["raw_snapshot"]))
+    raw = read_frame(ctx.store, ingested["raw_snapshot"])
     sample = _sample_rows(
         raw, ctx.dataset.contract.label.column, sample_rows, ctx.model_config.seed
     )

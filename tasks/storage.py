@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -76,6 +77,13 @@ class ArtifactStore(ABC):
 
     def read_text(self, key: str) -> str:
         return self.read_bytes(key).decode("utf-8")
+
+    def write_json(self, key: str, payload: Any) -> str:
+        """Indented JSON; values JSON cannot hold (dates, paths) are written as text."""
+        return self.write_text(key, json.dumps(payload, indent=2, default=str))
+
+    def read_json(self, key: str) -> Any:
+        return json.loads(self.read_text(key))
 
     def upload(self, key: str, local_path: Path) -> str:
         """Copy a local file (or every file under a folder) to ``key``."""
